@@ -1,0 +1,354 @@
+"""The embedding network of Fig. 1: backbone -> global average pool -> FC embedding -> two heads.
+
+All four images of a quadruplet go through the same `EmbeddingNet`. The coarse and fine heads
+read the embedding before L2 normalisation; `embedding` (what distances are computed on) is
+normalised when `normalize=True` (the SPEC's default).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+__all__ = [
+    "BACKBONES",
+    "EmbeddingNet",
+    "EmbeddingOutput",
+    "WeightsUnavailableError",
+    "default_image_size",
+    "embed_images",
+    "load_backbone_weights",
+]
+
+BACKBONES = ("smallcnn", "resnet18", "resnet34", "resnet50", "resnet101")
+_RESNET_WEIGHTS = {
+    "resnet18": "ResNet18_Weights",
+    "resnet34": "ResNet34_Weights",
+    "resnet50": "ResNet50_Weights",
+    "resnet101": "ResNet101_Weights",
+}
+# The classifier of a torchvision ResNet: replaced by our embedding layer, so never loaded.
+_IGNORED_PREFIX = "fc."
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights were asked for but are neither cached nor downloadable."""
+
+
+class EmbeddingOutput(NamedTuple):
+    embedding: Tensor  # (B, d), L2-normalised when the model's `normalize` is True
+    coarse_logits: Tensor  # (B, k1)
+    fine_logits: Tensor  # (B, k2)
+
+
+def default_image_size(backbone: str) -> int:
+    """Input side in pixels: 64 for smallcnn, 224 for the ResNets."""
+    _check_backbone(backbone)
+    return 64 if backbone == "smallcnn" else 224
+
+
+def _check_backbone(backbone: object) -> str:
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; expected one of {', '.join(BACKBONES)}.")
+    return backbone
+
+
+# ----------------------------------------------------------------------------------------------
+# Backbones
+# ----------------------------------------------------------------------------------------------
+
+
+class SmallCNN(nn.Module):
+    """Four conv blocks (3x3 conv, BatchNorm, ReLU, 2x2 max-pool) + global average pool.
+
+    About 240k parameters, for 32-64 px images on a CPU. Output (B, 128).
+    """
+
+    def __init__(self, channels: tuple[int, ...] = (32, 64, 128, 128)) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        in_channels = 3
+        for out_channels in channels:
+            blocks += [
+                nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            in_channels = out_channels
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.out_features = in_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.features(x)).flatten(1)
+
+
+def _build_backbone(backbone: str) -> tuple[nn.Module, int]:
+    """Randomly initialised backbone whose forward gives pooled features (B, F); returns F too."""
+    if backbone == "smallcnn":
+        net = SmallCNN()
+        return net, net.out_features
+    resnet = getattr(torchvision.models, backbone)(weights=None)
+    n_features = resnet.fc.in_features
+    resnet.fc = nn.Identity()  # torchvision's ResNet already average-pools and flattens
+    return resnet, n_features
+
+
+# ----------------------------------------------------------------------------------------------
+# Weights
+# ----------------------------------------------------------------------------------------------
+
+
+def _extract_state_dict(obj: Any, source: str) -> dict[str, Tensor]:
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model"):
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ValueError(
+            f"{source} does not hold a state dict; expected a mapping of parameter names to "
+            "tensors, or a checkpoint dict with a 'state_dict' or 'model' entry."
+        )
+    state = dict(obj)
+    # Saved from nn.DataParallel / from an EmbeddingNet's backbone attribute.
+    for prefix in ("module.", "backbone."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def load_backbone_weights(backbone: nn.Module, state: Any, source: str) -> None:
+    """Load a torchvision-style state dict into `backbone`, strictly except for 'fc.*' keys.
+
+    Raises ValueError naming the missing / unexpected / mis-shaped keys.
+    """
+    state = _extract_state_dict(state, source)
+    state = {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIX)}
+    own = backbone.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mis_shaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or mis_shaped:
+        raise ValueError(
+            f"weights in {source} do not match the backbone: missing keys {missing[:5]}, "
+            f"unexpected keys {unexpected[:5]}, mis-shaped keys {mis_shaped[:5]} "
+            f"({len(missing)}, {len(unexpected)}, {len(mis_shaped)} in all); expected a state "
+            "dict of the same torchvision architecture (only 'fc.*' keys are ignored)."
+        )
+    backbone.load_state_dict(state, strict=True)
+
+
+def _download_state_dict(weights: Any) -> dict[str, Tensor]:
+    """torchvision's own loader (would download into the hub cache); patched out in tests."""
+    return weights.get_state_dict(progress=False, check_hash=False)
+
+
+def _imagenet_state_dict(backbone: str) -> dict[str, Tensor]:
+    """ImageNet (IMAGENET1K_V1, the paper-era) weights: hub cache first, then torchvision."""
+    if backbone == "smallcnn":
+        raise ValueError(
+            "pretrained='imagenet' is not available for backbone 'smallcnn'; use a ResNet "
+            "backbone, pretrained=None, or a path to a local weights file."
+        )
+    weights = getattr(torchvision.models, _RESNET_WEIGHTS[backbone]).IMAGENET1K_V1
+    filename = os.path.basename(weights.url)
+    checkpoint_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    cached = checkpoint_dir / filename
+    if cached.is_file():
+        return torch.load(cached, map_location="cpu", weights_only=True)
+    try:
+        return _download_state_dict(weights)
+    except Exception as exc:  # no network, proxy, SSL, disk: all mean the same to the user
+        raise WeightsUnavailableError(
+            f"ImageNet weights for {backbone} ({filename}, torchvision's {weights}) are not "
+            f"available offline: put {filename} into {checkpoint_dir}/ or pass "
+            "pretrained=<path to a local weights file>."
+        ) from exc
+
+
+def _load_pretrained(backbone_name: str, backbone: nn.Module, pretrained: Any) -> None:
+    if pretrained is None or (isinstance(pretrained, str) and pretrained.lower() == "none"):
+        return
+    if isinstance(pretrained, str) and pretrained.lower() == "imagenet":
+        state = _imagenet_state_dict(backbone_name)
+        load_backbone_weights(
+            backbone, state, f"torchvision's ImageNet weights for {backbone_name}"
+        )
+        return
+    if not isinstance(pretrained, (str, os.PathLike)):
+        raise ValueError(
+            f"pretrained must be None, 'none', 'imagenet' or a path to a weights file, "
+            f"got {pretrained!r}."
+        )
+    path = Path(pretrained).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights file {str(path)!r} does not exist.")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    load_backbone_weights(backbone, state, str(path))
+
+
+# ----------------------------------------------------------------------------------------------
+# The network
+# ----------------------------------------------------------------------------------------------
+
+
+class EmbeddingNet(nn.Module):
+    """Fig. 1: backbone -> global average pool -> Linear(F, d) -> coarse (k1) and fine (k2) heads.
+
+    backbone: one of BACKBONES; embedding_dim: d (paper: 1024); n_coarse: k1; n_fine: k2;
+    pretrained: None/"none", "imagenet" (torchvision's IMAGENET1K_V1 weights, read from the hub
+    cache) or a path to a torchvision state dict of the backbone; normalize: L2-normalise the
+    returned embedding; freeze_bn: keep the backbone's BatchNorm running statistics fixed in
+    train mode and its affine parameters untrained.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet101",
+        embedding_dim: int = 1024,
+        n_coarse: int | None = None,
+        n_fine: int | None = None,
+        pretrained: str | os.PathLike | None = None,
+        normalize: bool = True,
+        freeze_bn: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_backbone(backbone)
+        for name, value in (
+            ("embedding_dim", embedding_dim),
+            ("n_coarse", n_coarse),
+            ("n_fine", n_fine),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        self.backbone_name = backbone
+        self.embedding_dim = embedding_dim
+        self.n_coarse = n_coarse
+        self.n_fine = n_fine
+        self.normalize = bool(normalize)
+        self.freeze_bn = bool(freeze_bn)
+
+        self.backbone, n_features = _build_backbone(backbone)
+        _load_pretrained(backbone, self.backbone, pretrained)
+        self.embedding = nn.Linear(n_features, embedding_dim)
+        self.coarse_head = nn.Linear(embedding_dim, n_coarse)
+        self.fine_head = nn.Linear(embedding_dim, n_fine)
+
+        if self.freeze_bn:
+            for module in self._batch_norms():
+                for param in module.parameters():
+                    param.requires_grad_(False)
+            self.train(self.training)
+
+    def _batch_norms(self) -> list[_BatchNorm]:
+        return [m for m in self.modules() if isinstance(m, _BatchNorm)]
+
+    def train(self, mode: bool = True) -> EmbeddingNet:
+        super().train(mode)
+        if self.freeze_bn:
+            # eval mode: BatchNorm normalises with, and never updates, its running statistics.
+            for module in self._batch_norms():
+                module.eval()
+        return self
+
+    def _check_input(self, x: object) -> None:
+        if (
+            not isinstance(x, Tensor)
+            or not x.is_floating_point()
+            or x.dim() != 4
+            or x.shape[1] != 3
+        ):
+            got = (
+                f"{x.dtype} tensor of shape {tuple(x.shape)}"
+                if isinstance(x, Tensor)
+                else type(x).__name__
+            )
+            raise ValueError(f"expected a float image batch of shape (B, 3, H, W), got {got}.")
+
+    def _raw_embedding(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        return self.embedding(self.backbone(x))
+
+    def _finish(self, raw: Tensor) -> Tensor:
+        return F.normalize(raw, dim=1) if self.normalize else raw
+
+    def forward(self, x: Tensor) -> EmbeddingOutput:
+        """x (B, 3, H, W) -> EmbeddingOutput(embedding (B, d), coarse (B, k1), fine (B, k2))."""
+        raw = self._raw_embedding(x)
+        return EmbeddingOutput(self._finish(raw), self.coarse_head(raw), self.fine_head(raw))
+
+    def embed(self, x: Tensor) -> Tensor:
+        """x (B, 3, H, W) -> (B, d): the same embedding as forward, without the heads."""
+        return self._finish(self._raw_embedding(x))
+
+    def extra_repr(self) -> str:
+        return (
+            f"backbone={self.backbone_name!r}, embedding_dim={self.embedding_dim}, "
+            f"n_coarse={self.n_coarse}, n_fine={self.n_fine}, normalize={self.normalize}, "
+            f"freeze_bn={self.freeze_bn}"
+        )
+
+
+@torch.no_grad()
+def embed_images(
+    model: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    batch_size: int = 256,
+    device: str | torch.device | None = "cpu",
+    num_workers: int = 0,
+    progress: bool = False,
+) -> Tensor:
+    """Embed every item of `dataset` in order -> float32 CPU tensor (N, d).
+
+    Items are tuples whose first element is an image tensor (3, H, W). Runs in eval mode without
+    gradients and restores the model's previous train/eval mode. `device` is where the batches
+    go and must be where the model is (None: the model's device); the model is not moved.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    if len(dataset) == 0:
+        raise ValueError("dataset is empty; expected at least one image to embed.")
+    model_device = next(model.parameters()).device
+    device = model_device if device is None else torch.device(device)
+    if device.type != model_device.type or (
+        device.index is not None and device.index != model_device.index
+    ):
+        raise ValueError(
+            f"the model is on {model_device} but device={str(device)!r}; move the model there "
+            "first or pass device=None."
+        )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
+    batches = loader
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(loader, desc="embedding", unit="batch")
+    embed = model.embed if hasattr(model, "embed") else (lambda x: model(x).embedding)
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        for batch in batches:
+            images = batch[0] if isinstance(batch, (list, tuple)) else batch
+            out.append(embed(images.to(device, non_blocking=True)).float().cpu())
+    finally:
+        model.train(was_training)
+    embeddings = torch.cat(out)
+    if embeddings.shape[0] != len(dataset):
+        raise ValueError(
+            f"embedded {embeddings.shape[0]} items but the dataset has {len(dataset)}; "
+            "expected one image per item."
+        )
+    return embeddings
