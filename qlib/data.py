@@ -289,8 +289,8 @@ class HierarchicalImageDataset(torch.utils.data.Dataset):
         if missing:
             raise ValueError(f"manifest lacks columns {missing}; expected path, fine, coarse.")
         self.paths = manifest["path"].astype(str).tolist()
-        self.fine = torch.tensor(manifest["fine"].to_numpy(np.int64))
-        self.coarse = torch.tensor(manifest["coarse"].to_numpy(np.int64))
+        self.fine = torch.tensor(manifest["fine"].to_numpy(np.int64, copy=True))
+        self.coarse = torch.tensor(manifest["coarse"].to_numpy(np.int64, copy=True))
         self.transform = transform
         self._images = [read_image(p) for p in self.paths] if cache_in_memory else None
 
