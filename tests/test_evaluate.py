@@ -1,0 +1,155 @@
+"""qlib.evaluate against brute-force loops on small random data."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from qlib import evaluate, metrics, miners
+
+
+@pytest.fixture
+def data(gen):
+    # 3 coarse classes; coarse 2 has a single fine class (NMI undefined there).
+    fine = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 5])
+    coarse_of_fine = torch.tensor([0, 0, 1, 1, 1, 2])
+    x = torch.randn(len(fine), 3, generator=gen) + fine[:, None].float()
+    return x, fine, coarse_of_fine[fine]
+
+
+def brute_neighbors(x, k):
+    out = []
+    for i in range(len(x)):
+        dist = [(float(torch.dist(x[i], x[j])), j) for j in range(len(x)) if j != i]
+        out.append([j for _, j in sorted(dist)[:k]])
+    return torch.tensor(out)
+
+
+def test_nearest_neighbors_matches_loops_with_ties(gen):
+    x = torch.randn(12, 4, generator=gen)
+    x[7] = x[2]  # a tie: the lower index comes first
+    x[9] = x[2]
+    for chunk in (1, 5, 1024):
+        got = evaluate.nearest_neighbors(x, 5, chunk_size=chunk)
+        assert torch.equal(got, brute_neighbors(x, 5))
+    assert evaluate.nearest_neighbors(x, 3)[2, :2].tolist() == [7, 9]
+
+
+def test_nearest_neighbors_bad_k(gen):
+    with pytest.raises(ValueError, match="k must be"):
+        evaluate.nearest_neighbors(torch.randn(4, 2, generator=gen), 4)
+    with pytest.raises(ValueError, match="embeddings"):
+        evaluate.nearest_neighbors(torch.zeros(4, dtype=torch.long), 1)
+
+
+def test_per_coarse_metrics_against_loops(data):
+    x, fine, coarse = data
+    table = evaluate.per_coarse_metrics(x, fine, coarse, {0: "a", 1: "b", 2: "c"}, ks=(1, 2, 4))
+    assert list(table["coarse_name"]) == ["a", "b", "c"]
+    neighbors = brute_neighbors(x, 4)
+    for _, row in table.iterrows():
+        members = [i for i in range(len(x)) if coarse[i] == row["coarse"]]
+        assert row["n_images"] == len(members)
+        for k in (1, 2, 4):
+            hits = [any(fine[j] == fine[i] for j in neighbors[i, :k]) for i in members]
+            assert row[f"R@{k}"] == pytest.approx(100 * sum(hits) / len(hits))
+        coarse_hits = [coarse[neighbors[i, 0]] == coarse[i] for i in members]
+        assert row["coarse_R@1"] == pytest.approx(100 * sum(coarse_hits) / len(members))
+    # The image-weighted mean of the per-coarse recall is the overall recall.
+    overall = metrics.recall_at_k(x, fine, ks=(1, 2, 4))
+    for k in (1, 2, 4):
+        weighted = (table[f"R@{k}"] * table["n_images"]).sum() / table["n_images"].sum()
+        assert weighted == pytest.approx(100 * overall[k])
+    single = table.set_index("coarse_name").loc["c"]
+    assert single["n_fine"] == 1 and math.isnan(single["NMI"])
+    both = table.set_index("coarse_name").loc["a"]
+    members = coarse == 0
+    assert both["NMI"] == pytest.approx(100 * metrics.nmi(x[members], fine[members]))
+
+
+def test_selection_distances_are_the_selected_quadruplets_distances(data):
+    x, fine, coarse = data
+    got = evaluate.selection_distances(
+        x, fine, coarse, "method2", 6, generator=torch.Generator().manual_seed(3)
+    )
+    generator = torch.Generator().manual_seed(3)
+    anchors = miners.sample_anchors(miners.valid_anchors(fine, coarse), 6, generator=generator)
+    quads = miners.select_quadruplets(x, fine, coarse, anchors, "method2", generator=generator)
+    assert list(got.columns) == list(evaluate.DISTANCE_COLUMNS) and len(got) == 6
+    for i, (r, pp, pn, n) in enumerate(quads.tolist()):
+        expected = [float(torch.dist(x[r], x[j])) for j in (pp, pn, n)]
+        np.testing.assert_allclose(got.iloc[i].to_numpy(), expected, rtol=1e-5)
+
+
+def test_distance_summary_counts_ordered_quadruplets():
+    distances = pd.DataFrame(
+        {"d_rpp": [0.1, 0.5, 0.2], "d_rpn": [0.2, 0.4, 0.3], "d_rn": [0.3, 0.9, 0.1]}
+    )
+    summary = evaluate.distance_summary(distances)
+    assert summary["ordered_fraction"] == pytest.approx(1 / 3)
+    assert summary["d_rpp_mean"] == pytest.approx(0.8 / 3)
+    assert summary["d_rn_std"] == pytest.approx(np.std([0.3, 0.9, 0.1], ddof=1))
+    assert summary["n"] == 3
+
+
+def test_umap_neighbours_stay_below_n():
+    # UMAP itself runs in notebook 04 (the smoke pipeline test); its JIT costs ~15 s.
+    assert evaluate.umap_neighbors(8, 15) == 7
+    assert evaluate.umap_neighbors(500, 15) == 15
+    with pytest.raises(ValueError, match="at least 3"):
+        evaluate.umap_neighbors(2, 15)
+    with pytest.raises(ValueError, match="n_neighbors"):
+        evaluate.umap_neighbors(10, 1)
+
+
+def test_load_display_images(tmp_path):
+    from PIL import Image
+
+    paths = []
+    for i, colour in enumerate(["red", "blue"]):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (20, 30), colour).save(path)
+        paths.append(str(path))
+    images = evaluate.load_display_images(paths, size=16)
+    assert images.shape == (2, 16, 16, 3) and images.dtype == np.uint8
+    assert images[0, 0, 0].tolist() == [255, 0, 0] and images[1, 0, 0].tolist() == [0, 0, 255]
+
+
+def test_initial_model_is_the_runs_initialisation(tmp_path):
+    from qlib import train
+
+    # epochs=0: the run's checkpoint holds the weights train initialised.
+    config = train.config_from_preset(
+        "smoke", method="method2", run_root=str(tmp_path), seed=3, epochs=0, progress=False
+    )
+    config, model = train.load_run(train.train(config))
+    twin = evaluate.initial_model(model, config.seed, config.pretrained)
+    trained, untrained = model.state_dict(), twin.state_dict()
+    assert trained.keys() == untrained.keys()
+    assert all(torch.equal(trained[k], untrained[k]) for k in trained)
+    other = evaluate.initial_model(model, config.seed + 1, config.pretrained).state_dict()
+    assert not all(torch.equal(trained[k], other[k]) for k in trained)
+
+
+def test_figures_folder_keeps_smoke_out_of_figures(tmp_path):
+    from qlib.plots import FIGURES_DIR
+
+    assert evaluate.figures_folder(tmp_path, smoke=True) == tmp_path / "figures"
+    assert evaluate.figures_folder(tmp_path, smoke=False) == FIGURES_DIR
+    assert evaluate.figures_folder(tmp_path, smoke=True, figures_dir="/x") == Path("/x")
+    assert evaluate.resolve_path("runs/demo").is_absolute()
+
+
+def test_pick_queries_and_json_records():
+    queries = evaluate.pick_queries(20, 5, seed=1)
+    assert len(set(queries.tolist())) == 5 and queries.tolist() == sorted(queries.tolist())
+    assert torch.equal(queries, evaluate.pick_queries(20, 5, seed=1))
+    with pytest.raises(ValueError, match="n_queries"):
+        evaluate.pick_queries(3, 4)
+    records = evaluate.json_records(pd.DataFrame({"a": [1.0, float("nan")], "b": ["x", "y"]}))
+    assert records == [{"a": 1.0, "b": "x"}, {"a": None, "b": "y"}]
+    assert evaluate.histogram_method("lifted") == "method2"
+    assert evaluate.histogram_method("method1") == "method1"
