@@ -9,7 +9,6 @@ index.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,7 +18,6 @@ from torch import Tensor
 __all__ = [
     "DISTANCE_COLUMNS",
     "distance_summary",
-    "figures_folder",
     "histogram_method",
     "initial_model",
     "json_records",
@@ -27,7 +25,6 @@ __all__ = [
     "nearest_neighbors",
     "per_coarse_metrics",
     "pick_queries",
-    "resolve_path",
     "retrieval_hits",
     "selection_distances",
     "umap_2d",
@@ -209,17 +206,6 @@ def load_display_images(paths: Sequence[str], size: int = 96) -> np.ndarray:
     return np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
 
 
-def figures_folder(run_root: str | Path, smoke: bool, figures_dir: str | Path = "") -> Path:
-    """Where a notebook saves its figures: `figures_dir` when given, else
-    `<run_root>/figures` at smoke size (tests never overwrite the committed figures), else the
-    repository's figures/."""
-    from .plots import FIGURES_DIR
-
-    if str(figures_dir):
-        return Path(figures_dir)
-    return Path(run_root) / "figures" if smoke else FIGURES_DIR
-
-
 def histogram_method(method: str) -> str:
     """The selection whose distances notebook 04 shows for a run of `method`: the run's own
     quadruplet selection, or Method 2 for the baselines (which select no quadruplets)."""
@@ -254,15 +240,6 @@ def pick_queries(n: int, n_queries: int, seed: int = 0) -> Tensor:
         raise ValueError(f"n_queries must be an int in [1, {n}], got {n_queries!r}.")
     generator = torch.Generator().manual_seed(seed)
     return torch.randperm(n, generator=generator)[:n_queries].sort().values
-
-
-def resolve_path(path: str | Path) -> Path:
-    """A relative path is taken from the repository root (as qlib.train does), so notebooks
-    run from notebooks/ and the pipeline agree on `runs/...`."""
-    from .utils import repo_root
-
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else repo_root() / path
 
 
 def json_records(frame: pd.DataFrame) -> list[dict]:

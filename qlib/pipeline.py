@@ -112,7 +112,8 @@ def plan(
 ) -> list[Step]:
     """The notebook executions of `mode` in order: 01, 02, 03 once per method and seed, 04 on
     the first seed of each method in `evaluate` (that is also trained), 05 once. Every notebook
-    saves its figures to figures/, or to `<run_root>/figures` at smoke size. `resume` (default:
+    saves its figures to figures/ in demo mode, and to `<run_root>/figures` in smoke and
+    reproduce modes (the committed figures are the demo's). `resume` (default:
     only in reproduce) lets notebook 03 continue an interrupted run instead of starting over."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is unknown; expected one of {MODES}.")
@@ -132,6 +133,9 @@ def plan(
     run_root = Path(run_root if run_root is not None else repo_root() / settings["run_root"])
     run_root = run_root if run_root.is_absolute() else repo_root() / run_root
     common = {"run_root": str(run_root), "smoke": settings["smoke"]}
+    if mode == "reproduce":
+        # The committed figures/ are the demo's: Stanford Cars figures stay with their runs.
+        common["figures_dir"] = str(run_root / "figures")
     several_seeds = len(seeds) > 1
 
     def suffix(method: str, seed: int) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from .utils import repo_root
+from .utils import repo_root, resolve_path
 
 FIGURES_DIR = repo_root() / "figures"
 STYLE = {"context": "notebook", "style": "whitegrid", "palette": "tab10"}
@@ -29,6 +29,14 @@ def save_figure(fig: plt.Figure, name: str, folder: str | Path | None = None) ->
     path = folder / (name if Path(name).suffix else f"{name}.png")
     fig.savefig(path)
     return path
+
+
+def figures_folder(run_root: str | Path, smoke: bool, figures_dir: str | Path = "") -> Path:
+    """Where a notebook saves its figures: `figures_dir` when given, else `<run_root>/figures`
+    at smoke size (tests never overwrite the committed figures), else the repository's figures/."""
+    if str(figures_dir):
+        return resolve_path(figures_dir)
+    return resolve_path(run_root) / "figures" if smoke else FIGURES_DIR
 
 
 set_style()

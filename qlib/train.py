@@ -53,6 +53,7 @@ from .utils import (
     read_json,
     repo_root,
     resolve_device,
+    resolve_path,
     seed_everything,
     write_json,
 )
@@ -347,14 +348,9 @@ def config_from_preset(name: str, **overrides: Any) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def _resolve(path: str | Path) -> Path:
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else repo_root() / path
-
-
 def run_dir_of(config: TrainConfig) -> Path:
     """`<run_root>/<run name>`; a relative run_root is taken from the repository root."""
-    return _resolve(config.run_root) / config.name
+    return resolve_path(config.run_root) / config.name
 
 
 # ----------------------------------------------------------------------------------------------
@@ -386,7 +382,7 @@ class RunData:
 
 def _load_manifest(config: TrainConfig) -> pd.DataFrame:
     if config.manifest_path:
-        return qdata.load_manifest(_resolve(config.manifest_path))
+        return qdata.load_manifest(resolve_path(config.manifest_path))
     if config.dataset == "synthetic":
         return qdata.load_synthetic(size=config.synthetic_size, seed=config.data_seed)
     if config.dataset == "stanford_cars":
@@ -757,7 +753,7 @@ def read_log(run_dir: str | Path) -> pd.DataFrame:
 
 def experiment_manifest(run_root: str | Path) -> str:
     """`<run_root>/data/manifest.csv` (written by notebook 01) if it exists, else ""."""
-    path = _resolve(run_root) / "data" / "manifest.csv"
+    path = resolve_path(run_root) / "data" / "manifest.csv"
     return str(path) if path.is_file() else ""
 
 
@@ -777,7 +773,7 @@ def time_shares(log: pd.DataFrame) -> dict[str, float]:
 
 def run_is_finished(run_dir: str | Path) -> bool:
     """Whether a run folder holds a final evaluation (the last metrics.json entry is final)."""
-    path = _resolve(run_dir) / "metrics.json"
+    path = resolve_path(run_dir) / "metrics.json"
     if not path.is_file():
         return False
     entries = read_json(path)
@@ -846,10 +842,19 @@ def train(config: TrainConfig) -> Path:
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}.")
     device = resolve_device(config.device)
+    # Multi-threaded CPU scatter-adds (the backward of indexing with repeated indices, as in the
+    # triplet baselines) sum in a varying order; the deterministic kernels make a CPU run
+    # repeatable at the same speed. CUDA keeps its fast kernels.
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         return _train(config, device)
     except torch.cuda.OutOfMemoryError as exc:
         raise _oom_error(config, exc) from exc
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)
 
 
 def _fresh_start(run_dir: Path) -> None:
@@ -1202,7 +1207,7 @@ def load_run(
 ) -> tuple[TrainConfig, qmodel.EmbeddingNet]:
     """(config, model in eval mode on `device`) of a run folder; `checkpoint` is "last", an
     "epoch_XXX" name or a path to a .pt file."""
-    run_dir = _resolve(run_dir)
+    run_dir = resolve_path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(

@@ -85,3 +85,10 @@ def _json_default(obj: Any) -> Any:
 def repo_root() -> Path:
     """The repository's root (the folder holding `qlib/`)."""
     return Path(__file__).resolve().parent.parent
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A relative path is taken from the repository root, so that notebooks (run from
+    notebooks/) and the pipeline agree on `runs/...`."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else repo_root() / path

@@ -135,12 +135,14 @@ def test_initial_model_is_the_runs_initialisation(tmp_path):
 
 
 def test_figures_folder_keeps_smoke_out_of_figures(tmp_path):
-    from qlib.plots import FIGURES_DIR
+    from qlib.plots import FIGURES_DIR, figures_folder
+    from qlib.utils import repo_root, resolve_path
 
-    assert evaluate.figures_folder(tmp_path, smoke=True) == tmp_path / "figures"
-    assert evaluate.figures_folder(tmp_path, smoke=False) == FIGURES_DIR
-    assert evaluate.figures_folder(tmp_path, smoke=True, figures_dir="/x") == Path("/x")
-    assert evaluate.resolve_path("runs/demo").is_absolute()
+    assert figures_folder(tmp_path, smoke=True) == tmp_path / "figures"
+    assert figures_folder(tmp_path, smoke=False) == FIGURES_DIR
+    assert figures_folder(tmp_path, smoke=True, figures_dir="/x") == Path("/x")
+    assert figures_folder("runs/x", smoke=True) == repo_root() / "runs/x/figures"
+    assert resolve_path("runs/demo") == repo_root() / "runs/demo"
 
 
 def test_pick_queries_and_json_records():

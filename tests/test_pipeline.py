@@ -60,6 +60,8 @@ def test_plan_reproduce_every_method_and_seed(tmp_path):
         == steps[0].parameters
     )
     assert len({s.name for s in steps}) == len(steps)  # no executed copy overwrites another
+    # Stanford Cars figures stay with the runs: the committed figures/ are the demo's.
+    assert {s.parameters["figures_dir"] for s in steps} == {str(tmp_path / "paper" / "figures")}
 
 
 def test_plan_bad_inputs():

@@ -243,6 +243,26 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, metho
     assert without_times(read_rows(straight)) == without_times(read_rows(resumed))
 
 
+def test_cpu_runs_repeat_exactly_with_two_threads(tmp_path):
+    # The triplet baseline's gathers with repeated indices once summed their gradients in a
+    # thread-dependent order; two identical runs must end with identical weights.
+    settings = {"method": "triplet_global", "epochs": 1, "iterations_per_epoch": 8}
+    settings |= {"eval_at_start": False, "progress": False, "run_root": str(tmp_path)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        runs = [
+            qtrain.train(qtrain.config_from_preset("demo", run_name=f"r{k}", **settings))
+            for k in range(2)
+        ]
+    finally:
+        torch.set_num_threads(threads)
+    state_a, state_b = (qtrain.load_run(r)[1].state_dict() for r in runs)
+    for key in state_a:
+        assert torch.equal(state_a[key], state_b[key]), key
+    assert not torch.are_deterministic_algorithms_enabled()  # train() restores the flag
+
+
 def test_finished_run_is_not_retrained_and_changed_settings_do_not_resume(tmp_path):
     config = tiny_config(tmp_path, "method2", resume=True)
     run_dir = qtrain.train(config)
