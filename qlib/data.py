@@ -24,6 +24,7 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping
@@ -1061,8 +1062,17 @@ def load_synthetic(
         and all(os.path.isfile(p) for p in manifest["path"])
     )
     if not complete:
-        generate_synthetic(size, seed, folder)
-        write_json(stamp, expected)
+        # Render into a private folder, then swap it in: parallel test workers or notebooks
+        # never read a half-written cache.
+        staging = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        generate_synthetic(size, seed, staging)
+        write_json(staging / "complete.json", expected)
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.replace(staging, folder)
+        except OSError:  # another process swapped in the same (deterministic) images first
+            shutil.rmtree(staging, ignore_errors=True)
     return check_manifest(manifest)
 
 
