@@ -20,6 +20,7 @@ serves any manifest; `make_transforms` gives the paper-style augmentation.
 from __future__ import annotations
 
 import colorsys
+import copy
 import json
 import math
 import os
@@ -297,6 +298,12 @@ class HierarchicalImageDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def with_transform(self, transform: Callable | None) -> HierarchicalImageDataset:
+        """The same images under another transform, sharing the decoded cache (no re-reading)."""
+        twin = copy.copy(self)
+        twin.transform = transform
+        return twin
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         image = self._images[index] if self._images is not None else read_image(self.paths[index])

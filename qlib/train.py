@@ -409,7 +409,7 @@ def build_datasets(config: TrainConfig) -> RunData:
     eval_tf = qdata.make_transforms(image_size, train=False)
     cache = config.cache_images
     train_eval_set = qdata.HierarchicalImageDataset(train_manifest, eval_tf, cache_in_memory=cache)
-    train_aug_set = qdata.HierarchicalImageDataset(train_manifest, train_tf, cache_in_memory=cache)
+    train_aug_set = train_eval_set.with_transform(train_tf)  # one decoded cache for both
     test_set = qdata.HierarchicalImageDataset(test_manifest, eval_tf, cache_in_memory=cache)
     return RunData(
         manifest=manifest,
@@ -469,12 +469,16 @@ def embed_dataset(
 
 
 def _evaluate(
-    model: nn.Module, run_data: RunData, config: TrainConfig, device: torch.device
+    model: nn.Module,
+    run_data: RunData,
+    config: TrainConfig,
+    device: torch.device,
+    batch_size: int | None = None,
 ) -> dict[str, float]:
     embeddings = embed_dataset(
         model,
         run_data.test_set,
-        config.eval_batch_size,
+        batch_size or config.eval_batch_size,
         device,
         num_workers=config.num_workers,
         amp=config.amp,
@@ -1228,11 +1232,6 @@ def evaluate_run(
 ) -> dict[str, float]:
     """Recall@K and NMI (percent) of a run's checkpoint on its test split."""
     config, model = load_run(run_dir, checkpoint, device=device)
-    run_data = build_datasets(config)
-    dev = next(model.parameters()).device
-    embeddings = embed_dataset(
-        model, run_data.test_set, batch_size or config.eval_batch_size, dev, amp=config.amp
+    return _evaluate(
+        model, build_datasets(config), config, next(model.parameters()).device, batch_size
     )
-    return {
-        k: float(v) for k, v in qmetrics.retrieval_metrics(embeddings, run_data.test_fine).items()
-    }

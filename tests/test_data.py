@@ -536,6 +536,9 @@ def test_dataset_items_and_cache(tmp_path):
         assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and 0 <= x.min() <= x.max() <= 1
         assert (fine, coarse) == (manifest["fine"][i], manifest["coarse"][i])
         assert torch.equal(cached[i][0], x)
+    flipped = cached.with_transform(lambda image: image.flip(-1).float() / 255.0)
+    assert flipped._images is cached._images  # the decoded cache is shared, not re-read
+    assert torch.equal(flipped[0][0], cached[0][0].flip(-1)) and cached.transform is None
 
 
 def test_transforms(tmp_path):
