@@ -270,6 +270,7 @@ def _execute(
         )
     except pm.PapermillExecutionError as err:
         first_line = str(err.evalue).strip().splitlines()[0] if str(err.evalue).strip() else ""
+        first_line = first_line.rstrip(".")
         source_line = next((ln for ln in err.source.splitlines() if ln.strip()), "")
         raise PipelineError(
             f"Notebook {step.name[:-6]} failed in cell {err.cell_index} "
@@ -278,7 +279,8 @@ def _execute(
         ) from err
     except Exception as err:  # kernel death, timeouts, bad parameters
         raise PipelineError(
-            f"Notebook {step.name[:-6]} could not be executed: {type(err).__name__}: {err}. "
+            f"Notebook {step.name[:-6]} could not be executed: {type(err).__name__}: "
+            f"{str(err).rstrip('.')}. "
             f"Executed copy: {output}"
         ) from err
 
