@@ -396,6 +396,7 @@ def _single_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+@_single_thread()  # a contextmanager is also a decorator
 def train_toy_embedding(
     toy: ToyData,
     method: str,
@@ -435,37 +436,6 @@ def train_toy_embedding(
             "the toy has no held-out classes for Recall@1; make it with n_held_out_per_coarse >= 1."
         )
 
-    with _single_thread():
-        return _train(
-            toy,
-            method,
-            steps,
-            batch_size,
-            seed,
-            lr,
-            snapshot_every,
-            hidden,
-            normalize,
-            triplet_margin,
-            warmup_steps,
-            loss_kwargs,
-        )
-
-
-def _train(
-    toy,
-    method,
-    steps,
-    batch_size,
-    seed,
-    lr,
-    snapshot_every,
-    hidden,
-    normalize,
-    triplet_margin,
-    warmup_steps,
-    loss_kwargs,
-) -> ToyTrainingHistory:
     anchor_generator = seed_everything(seed)  # also seeds the weights: the same for every method
     pick_generator = torch.Generator().manual_seed(seed + 1)
     train = toy.subset(~toy.held_out)
