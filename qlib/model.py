@@ -22,6 +22,8 @@ __all__ = [
     "BACKBONES",
     "EmbeddingNet",
     "EmbeddingOutput",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "WeightsUnavailableError",
     "default_image_size",
     "embed_images",
@@ -29,6 +31,9 @@ __all__ = [
 ]
 
 BACKBONES = ("smallcnn", "resnet18", "resnet34", "resnet50", "resnet101")
+# The input convention of torchvision's ImageNet weights; the model applies it to uint8 images.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 _RESNET_WEIGHTS = {
     "resnet18": "ResNet18_Weights",
     "resnet34": "ResNet34_Weights",
@@ -241,6 +246,10 @@ class EmbeddingNet(nn.Module):
         self.backbone, n_features = _build_backbone(backbone)
         _load_pretrained(backbone, self.backbone, pretrained)
         self.embedding = nn.Linear(n_features, embedding_dim)
+        # Constant buffers: they follow .to(device) but are neither trained nor saved.
+        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        self.register_buffer("pixel_mean", 255 * mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", 255 * std.view(1, 3, 1, 1), persistent=False)
         self.coarse_head = nn.Linear(embedding_dim, n_coarse)
         self.fine_head = nn.Linear(embedding_dim, n_fine)
 
@@ -261,23 +270,29 @@ class EmbeddingNet(nn.Module):
                 module.eval()
         return self
 
-    def _check_input(self, x: object) -> None:
-        if (
-            not isinstance(x, Tensor)
-            or not x.is_floating_point()
-            or x.dim() != 4
-            or x.shape[1] != 3
-        ):
+    def prepare_input(self, x: object) -> Tensor:
+        """Images -> the backbone's input. uint8 (B, 3, H, W) (what the datasets yield, so
+        workers pass 4x fewer bytes and the conversion runs on the model's device) are scaled
+        and normalised with the ImageNet statistics; float input is taken as already normalised.
+        """
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != 3:
             got = (
                 f"{x.dtype} tensor of shape {tuple(x.shape)}"
                 if isinstance(x, Tensor)
                 else type(x).__name__
             )
-            raise ValueError(f"expected a float image batch of shape (B, 3, H, W), got {got}.")
+            raise ValueError(f"expected an image batch of shape (B, 3, H, W), got {got}.")
+        if x.dtype == torch.uint8:
+            x = x.to(self.pixel_mean.device, non_blocking=True).float()
+            return (x - self.pixel_mean) / self.pixel_std
+        if not x.is_floating_point():
+            raise ValueError(
+                f"expected uint8 or float images of shape (B, 3, H, W), got dtype {x.dtype}."
+            )
+        return x
 
     def _raw_embedding(self, x: Tensor) -> Tensor:
-        self._check_input(x)
-        return self.embedding(self.backbone(x))
+        return self.embedding(self.backbone(self.prepare_input(x)))
 
     def _finish(self, raw: Tensor) -> Tensor:
         return F.normalize(raw, dim=1) if self.normalize else raw

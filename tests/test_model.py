@@ -11,6 +11,8 @@ from torch.utils.data import TensorDataset
 
 from qlib.model import (
     BACKBONES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     EmbeddingNet,
     EmbeddingOutput,
     WeightsUnavailableError,
@@ -232,6 +234,16 @@ def test_unknown_backbone_lists_the_known_ones():
 def test_bad_images(x):
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         small_net()(x)
+
+
+def test_uint8_images_are_normalised_by_the_model():
+    net = small_net().eval()
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    by_hand = (images.float() / 255 - mean) / std
+    with torch.no_grad():
+        torch.testing.assert_close(net.embed(images), net.embed(by_hand), rtol=1e-5, atol=1e-6)
 
 
 # --- embed_images -----------------------------------------------------------------------------
