@@ -2,7 +2,7 @@
 class-balanced batches of the baselines; and embedding a dataset (the bank, the evaluation).
 
 Every draw uses the run's own CPU generators (`anchors` for anchors and Random's picks, `data`
-for batch composition and per-image augmentation seeds), so a run's batches depend only on
+for batch composition and each image's crop and flip), so a run's batches depend only on
 its seed and its state, never on what else touched torch's global RNG.
 """
 
@@ -24,8 +24,8 @@ class Plan:
 
     batches: per iteration, (B, 4) bank indices (R, P+, P-, N) or (n,) image indices;
     fallbacks: per iteration, (B, 2) bool (quadruplets) or None; items: per iteration, the
-    loader's (index, augmentation seed) pairs in image order; seconds: per-iteration selection
-    time; bank_seconds: the refresh's time (0 for the baselines)."""
+    loader's keys (index, crop top, crop left, flip) in image order; seconds: per-iteration
+    selection time; bank_seconds: the refresh's time (0 for the baselines)."""
 
     batches: list[Tensor]
     fallbacks: list[Tensor | None]
@@ -73,7 +73,7 @@ def quadruplet_plan(
         plan.batches.append(quadruplets.cpu())
         plan.fallbacks.append(fallbacks)
         plan.seconds.append(time.perf_counter() - tic)
-        plan.items.append(_seeded(quadruplets.flatten(), data))
+        plan.items.append(augmentation_keys(quadruplets.flatten(), data))
     return plan
 
 
@@ -106,11 +106,12 @@ def baseline_plan(
         plan.batches.append(batch)
         plan.fallbacks.append(None)
         plan.seconds.append(time.perf_counter() - tic)
-        plan.items.append(_seeded(batch, data))
+        plan.items.append(augmentation_keys(batch, data))
     return plan
 
 
-def _seeded(indices: Tensor, data: torch.Generator) -> list[tuple[int, int]]:
-    """(image index, augmentation seed) pairs for `qlib.train.data.SeededItems`."""
-    seeds = torch.randint(2**62, (indices.numel(),), generator=data)
-    return list(zip(indices.cpu().tolist(), seeds.tolist(), strict=True))
+def augmentation_keys(indices: Tensor, data: torch.Generator) -> list[tuple[int, ...]]:
+    """(image index, crop top, crop left, flip) per image, drawn by the run's data generator,
+    for `qlib.train.data.AugmentedItems`."""
+    draws = torch.rand(indices.numel(), 3, generator=data, dtype=torch.float64)
+    return [(i, *d) for i, d in zip(indices.cpu().tolist(), draws.tolist(), strict=True)]

@@ -1,8 +1,8 @@
 """A run's data: its manifest (never silently another experiment's), its three datasets (the bank,
 the augmented batches, the evaluation split), and loaders whose randomness is the run's own.
 
-Reproducibility: every random choice of the data path comes from a dedicated generator (the
-loader's) or from a per-image seed drawn by the trainer's data generator, never from torch's
+Reproducibility: every random choice of the data path is drawn by the trainer's own data
+generator (the crop and flip of each image included, see `AugmentedItems`), never by torch's
 global stream, so progress bars, notebooks or a different number of workers cannot change
 which crop an image gets.
 """
@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
+from torchvision.transforms import v2
 
 from .. import data as qdata
 from .. import model as qmodel
@@ -46,7 +47,7 @@ class RunData:
     n_fine: int
     image_size: int
     train_eval_set: Any = field(repr=False)  # eval transform: the bank
-    train_aug_set: Any = field(repr=False)  # train transform: the batches
+    train_aug_set: Any = field(repr=False)  # AugmentedItems: the batches
     eval_set: Any = field(repr=False)  # eval transform: evaluation
 
     # The names notebook 04 and older code use for the test split.
@@ -166,7 +167,10 @@ def build_datasets(config: TrainConfig) -> RunData:
     coarse_ids = {int(c): i for i, c in enumerate(sorted(manifest["coarse"].unique()))}
     image_size = config.image_size or qmodel.default_image_size(config.backbone)
     eval_tf = qdata.make_transforms(image_size, train=False)
-    train_eval_set = qdata.HierarchicalImageDataset(train, eval_tf, config.cache_images)
+    resize = v2.Resize(int(image_size * 256 / 224), antialias=True)
+    cache = config.cache_images
+    train_eval_set = qdata.HierarchicalImageDataset(train, eval_tf, cache)
+    train_resized = train_eval_set.with_transform(resize)  # one decoded cache for both views
     return RunData(
         manifest=manifest,
         train_manifest=train,
@@ -178,28 +182,50 @@ def build_datasets(config: TrainConfig) -> RunData:
         n_fine=len(fine_ids),
         image_size=image_size,
         train_eval_set=train_eval_set,
-        # One decoded cache for both views of the training images.
-        train_aug_set=train_eval_set.with_transform(qdata.make_transforms(image_size, train=True)),
+        train_aug_set=AugmentedItems(
+            CachedItems(train_resized) if cache else train_resized, image_size
+        ),
         eval_set=qdata.HierarchicalImageDataset(evaluation, eval_tf, config.cache_images),
     )
 
 
-class SeededItems(torch.utils.data.Dataset):
-    """Items requested as (index, seed): the random transform of item `index` runs under
-    torch's RNG seeded with `seed`, and the global RNG state is restored afterwards. The same
-    (index, seed) gives the same image in any process, with any number of workers."""
+class CachedItems(torch.utils.data.Dataset):
+    """Every item of a dataset with a deterministic transform, computed once up front (small
+    sets such as the synthetic ones: the resize then costs nothing per iteration)."""
 
     def __init__(self, dataset: torch.utils.data.Dataset) -> None:
-        self.dataset = dataset
+        self.items = [dataset[i] for i in range(len(dataset))]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.items[index]
+
+
+class AugmentedItems(torch.utils.data.Dataset):
+    """The training view of an image, from draws made by the trainer's own generator.
+
+    Item `(index, top, left, flip)`, three numbers in [0, 1): the image (uint8, resized so its
+    short side is `size * 256 / 224`) cropped to `size` x `size` at those fractions of the free
+    range, mirrored when flip >= 0.5. Explicit draws instead of a transform's own randomness:
+    the same key gives the same image in any process, with any number of workers, and nothing
+    reads torch's global RNG.
+    """
+
+    def __init__(self, dataset: torch.utils.data.Dataset, size: int) -> None:
+        self.dataset, self.size = dataset, size
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        index, seed = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.dataset[index]
+    def __getitem__(self, key: tuple[int, float, float, float]) -> Any:
+        index, top, left, flip = key
+        image, *labels = self.dataset[index]
+        height, width = image.shape[-2:]
+        y, x = int(top * (height - self.size + 1)), int(left * (width - self.size + 1))
+        image = image[:, y : y + self.size, x : x + self.size]
+        return (image.flip(-1) if flip >= 0.5 else image).contiguous(), *labels
 
 
 class PlannedBatches:

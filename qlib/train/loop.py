@@ -37,7 +37,7 @@ from ..utils import resolve_device, seed_everything, write_json
 from . import hardware, runs
 from .batches import Plan, baseline_plan, embed, quadruplet_plan
 from .config import TrainConfig
-from .data import PlannedBatches, RunData, SeededItems, build_datasets, make_loader
+from .data import PlannedBatches, RunData, build_datasets, make_loader
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -165,7 +165,7 @@ class Run:
     scaler: torch.amp.GradScaler
     dtype: torch.dtype | None
     anchor_gen: torch.Generator  # anchors and Random's picks
-    data_gen: torch.Generator  # baseline batches and augmentation seeds
+    data_gen: torch.Generator  # baseline batches and each image's crop and flip
     iterations_per_epoch: int
     epoch: int = 0
     iteration: int = 0
@@ -182,7 +182,7 @@ class Run:
         ]
         self.sampler = PlannedBatches()
         self.batch_loader = make_loader(
-            SeededItems(self.data.train_aug_set),
+            self.data.train_aug_set,
             self.config,
             self.device,
             batch_sampler=self.sampler,

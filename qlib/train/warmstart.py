@@ -23,10 +23,12 @@ import torch.nn.functional as F
 from .. import model as qmodel
 from ..utils import resolve_path
 from . import hardware, runs
+from .batches import augmentation_keys
 from .config import TrainConfig
-from .data import RunData, SeededItems, make_loader
+from .data import RunData, make_loader
 
 CLASSIFIER_SEED = 0  # one classifier per experiment, whatever the run's seed
+CLASSIFIER_LR = 1e-3
 
 
 def classifier_key(config: TrainConfig, data: RunData) -> str:
@@ -40,15 +42,11 @@ def classifier_key(config: TrainConfig, data: RunData) -> str:
             "normalize",
             "freeze_bn",
             "classifier_epochs",
-            "optimizer",
-            "lr",
-            "momentum",
-            "weight_decay",
             "batch_size",
             "amp",
         )
     }
-    settings |= {"image_size": data.image_size, "n_coarse": data.n_coarse, "version": 1}
+    settings |= {"image_size": data.image_size, "n_coarse": data.n_coarse, "lr": CLASSIFIER_LR, "version": 1}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode() + images)
     return digest.hexdigest()[:16]
 
@@ -90,11 +88,9 @@ def train_classifier(config: TrainConfig, data: RunData, device: torch.device) -
             freeze_bn=config.freeze_bn,
         )
     model = hardware.configure(device, model.to(device)).train()
+    # Adam at a fixed rate: plain supervised pretraining, the same for every method and preset.
     params = [p for p in model.parameters() if p.requires_grad]
-    if config.optimizer == "adam":
-        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+    optimizer = torch.optim.Adam(params, lr=CLASSIFIER_LR)
     dtype = hardware.train_dtype(device, config.amp)
     scaler = hardware.make_scaler(device, dtype)
     generator = torch.Generator().manual_seed(CLASSIFIER_SEED)
@@ -102,12 +98,11 @@ def train_classifier(config: TrainConfig, data: RunData, device: torch.device) -
     batches = []
     for _ in range(config.classifier_epochs):
         order = torch.randperm(n, generator=generator)
-        seeds = torch.randint(2**62, (n,), generator=generator).tolist()
-        batches += [[(int(i), seeds[i]) for i in order[s : s + size]] for s in range(0, n, size)]
-    loader = make_loader(SeededItems(data.train_aug_set), config, device, batch_sampler=batches)
+        batches += [augmentation_keys(order[s : s + size], generator) for s in range(0, n, size)]
+    loader = make_loader(data.train_aug_set, config, device, batch_sampler=batches)
     labels = data.train_fine.to(device)
     for (images, _, _), batch in zip(loader, batches, strict=True):
-        index = torch.tensor([i for i, _ in batch], device=device)
+        index = torch.tensor([key[0] for key in batch], device=device)
         with hardware.autocast(device, dtype):
             logits = model(hardware.to_device(images, device)).fine_logits
         loss = F.cross_entropy(logits.float(), labels[index])
