@@ -51,13 +51,12 @@ def measure(method: str, epochs: int, run_root: Path) -> dict[str, float | str]:
         "method": method,
         "iterations": len(log),
         "images/s (training loop)": images / loop,
-        "images/s (forward/backward)": images / float(log["time_forward_backward"].sum()),
+        "images/s (forward/backward)": images / float(log["time_step"].sum()),
         "bank refresh, share of epoch": shares["bank refresh"],
         "bank images/s": data["n_train"] * refreshes / bank if bank > 0 else float("nan"),
         "selection, share of iteration": float(log["time_selection"].sum()) / (loop - bank),
         "data, share of iteration": float(log["time_data"].sum()) / (loop - bank),
-        "forward/backward, share of iteration": float(log["time_forward_backward"].sum())
-        / (loop - bank),
+        "forward/backward, share of iteration": float(log["time_step"].sum()) / (loop - bank),
         "wall s (incl. setup + eval)": wall,
         "CPU s (all threads)": cpu,
     }

@@ -19,7 +19,6 @@ __all__ = [
     "DISTANCE_COLUMNS",
     "distance_summary",
     "histogram_method",
-    "initial_model",
     "json_records",
     "load_display_images",
     "nearest_neighbors",
@@ -212,26 +211,6 @@ def histogram_method(method: str) -> str:
     from .miners import METHODS
 
     return method if method in METHODS else "method2"
-
-
-def initial_model(model: torch.nn.Module, seed: int, pretrained: str | None = None):
-    """The untrained twin of a trained `EmbeddingNet`: the same architecture built right after
-    `seed_everything(seed)` with the same `pretrained` weights, as `qlib.train` initialises a
-    run; in eval mode on the trained model's device."""
-    from .model import EmbeddingNet
-    from .utils import seed_everything
-
-    seed_everything(seed)
-    twin = EmbeddingNet(
-        backbone=model.backbone_name,
-        embedding_dim=model.embedding_dim,
-        n_coarse=model.n_coarse,
-        n_fine=model.n_fine,
-        pretrained=pretrained,
-        normalize=model.normalize,
-        freeze_bn=model.freeze_bn,
-    )
-    return twin.to(next(model.parameters()).device).eval()
 
 
 def pick_queries(n: int, n_queries: int, seed: int = 0) -> Tensor:

@@ -373,3 +373,57 @@ class QuadrupletLoss(nn.Module):
             "d_rn": float(d_rn.detach().mean()),
         }
         return LossOutput(total, parts)
+
+
+class BaselineLoss(nn.Module):
+    """TEMPORARY shim (replaced by the losses branch): the old baselines behind the new API."""
+
+    def __init__(
+        self,
+        method,
+        *,
+        reduction="sum",
+        triplet_margin=0.2,
+        global_margin=0.4,
+        lambda_global=1.0,
+        lifted_neg_margin=1.0,
+        **_ignored,
+    ) -> None:
+        super().__init__()
+        from pytorch_metric_learning import distances, losses, miners
+
+        self.method, self.reduction = method, reduction
+        self.triplet_margin, self.global_margin = triplet_margin, global_margin
+        self.lambda_global = lambda_global
+        distance = distances.LpDistance(normalize_embeddings=True, p=2, power=1)
+        self.miner = None
+        if method == "semihard":
+            self.miner = miners.TripletMarginMiner(
+                margin=triplet_margin, type_of_triplets="semihard", distance=distance
+            )
+            self.loss = losses.TripletMarginLoss(margin=triplet_margin, distance=distance)
+        elif method == "lifted":
+            self.loss = losses.LiftedStructureLoss(
+                neg_margin=lifted_neg_margin, pos_margin=0.0, distance=distance
+            )
+        elif method == "npairs":
+            self.loss = losses.NPairsLoss()
+        elif method == "triplet_global":
+            self.miner = miners.TripletMarginMiner(type_of_triplets="all", distance=distance)
+        else:
+            raise ValueError(f"baseline {method!r} is not available in this shim.")
+
+    def forward(self, embeddings, fine, coarse):
+        if self.method == "triplet_global":
+            a, p, n = self.miner(embeddings, fine)
+            d_rp = pairwise_distance(embeddings[a], embeddings[p])
+            d_rn = pairwise_distance(embeddings[a], embeddings[n])
+            mean = triplet_loss(d_rp, d_rn, self.triplet_margin).mean() + self.lambda_global * (
+                triplet_global_loss(d_rp, d_rn, t=self.global_margin)
+            )
+        elif self.miner is not None:
+            mean = self.loss(embeddings, fine, self.miner(embeddings, fine))
+        else:
+            mean = self.loss(embeddings, fine)
+        total = mean * (embeddings.shape[0] / 4) if self.reduction == "sum" else mean
+        return LossOutput(total, {"loss": total.detach()})

@@ -417,3 +417,25 @@ def count_fallbacks(fallbacks: torch.Tensor) -> dict[str, int]:
 
 
 __all__ = ["METHODS", "valid_anchors", "sample_anchors", "select_quadruplets", "count_fallbacks"]
+
+
+class Bank:
+    """TEMPORARY shim (replaced by the miners branch): a bank with the Bank API of PLAN.md."""
+
+    def __init__(self, embeddings, fine, coarse) -> None:
+        self.embeddings, self.fine, self.coarse = embeddings, fine, coarse
+        self.valid = valid_anchors(fine.cpu(), coarse.cpu())
+
+    def sample_anchors(self, n, generator=None):
+        return sample_anchors(self.valid, n, generator).to(self.embeddings.device)
+
+    def select(self, anchors, method, generator=None):
+        return select_quadruplets(
+            self.embeddings,
+            self.fine,
+            self.coarse,
+            anchors,
+            method,
+            generator,
+            return_fallbacks=True,
+        )

@@ -226,7 +226,7 @@ def _run_identity(run_dir: Path) -> dict:
             "dataset",
             "synthetic_size",
             "backbone",
-            "pretrained",
+            "init",
             "embedding_dim",
             "epochs",
         ):

@@ -1,5 +1,6 @@
 """qlib.evaluate against brute-force loops on small random data."""
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -126,11 +127,12 @@ def test_initial_model_is_the_runs_initialisation(tmp_path):
         "smoke", method="method2", run_root=str(tmp_path), seed=3, epochs=0, progress=False
     )
     config, model = train.load_run(train.train(config))
-    twin = evaluate.initial_model(model, config.seed, config.pretrained)
+    data = train.build_datasets(config)
+    twin = train.initial_model(config, data)
     trained, untrained = model.state_dict(), twin.state_dict()
     assert trained.keys() == untrained.keys()
     assert all(torch.equal(trained[k], untrained[k]) for k in trained)
-    other = evaluate.initial_model(model, config.seed + 1, config.pretrained).state_dict()
+    other = train.initial_model(dataclasses.replace(config, seed=4), data).state_dict()
     assert not all(torch.equal(trained[k], other[k]) for k in trained)
 
 

@@ -4,7 +4,6 @@ the run folder's contents, and notebook 03 at smoke size."""
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import math
 import re
@@ -15,8 +14,10 @@ import torch
 from qlib import losses as qlosses
 from qlib import model as qmodel
 from qlib import train as qtrain
+from qlib.logs import TIME_COLUMNS
+from qlib.train import loop as qloop
 
-TIME_COLUMNS = {c for c in qtrain.LOG_COLUMNS if c.startswith("time_")}
+TIME_COLUMNS = set(TIME_COLUMNS)
 
 
 def tiny_config(tmp_path, method="method2", **overrides):
@@ -64,22 +65,22 @@ def test_defaults_are_the_papers():
     assert (c.m1, c.t1, c.m2, c.t2) == (0.7, 0.7, 0.3, 0.3)
     assert (c.lambda_c1, c.lambda_c2, c.lambda_g1, c.lambda_g2, c.eta) == (0.08, 0.25, 1, 1, 1)
     assert (c.reduction, c.normalize, c.embedding_dim) == ("sum", True, 1024)
-    assert (c.backbone, c.pretrained, c.image_size) == ("resnet101", "imagenet", 224)
+    assert (c.backbone, c.init, c.image_size) == ("resnet101", "imagenet", 224)
     assert c.bank_refresh_iterations is None  # refresh every epoch
 
 
 def test_preset_overrides_and_empty_string_keeps_the_preset():
     demo = qtrain.config_from_preset("demo")
-    same = qtrain.config_from_preset("demo", backbone="", epochs="", pretrained="")
+    same = qtrain.config_from_preset("demo", backbone="", epochs="", init="")
     assert same == demo
     assert qtrain.config_from_preset("demo", epochs=1).epochs == 1
-    assert qtrain.config_from_preset("paper", pretrained="none").pretrained is None
+    assert qtrain.config_from_preset("paper", init="none").init == "scratch"
 
 
 @pytest.mark.parametrize(
     "bad",
     [
-        {"method": "clustering"},
+        {"method": "facility"},
         {"batch_size": 0},
         {"epochs": -1},
         {"reduction": "max"},
@@ -101,9 +102,7 @@ def test_unknown_preset_or_field_is_a_value_error():
         qtrain.TrainConfig.from_dict({"batchsize": 3})
 
 
-def test_clustering_is_declared_not_built():
-    assert "clustering" in qtrain.BASELINES_NOT_BUILT
-    assert "clustering" not in qtrain.METHODS
+def test_every_table1_method_is_trainable():
     assert set(qtrain.METHODS) == {
         "random",
         "method1",
@@ -111,6 +110,7 @@ def test_clustering_is_declared_not_built():
         "semihard",
         "lifted",
         "npairs",
+        "clustering",
         "triplet_global",
     }
 
@@ -120,31 +120,12 @@ def test_clustering_is_declared_not_built():
 # ----------------------------------------------------------------------------------------------
 
 
-def test_pair_distance_means_match_a_loop():
-    g = torch.Generator().manual_seed(0)
-    emb = torch.randn(10, 3, generator=g)
-    fine = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 3, 4])
-    coarse = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1, 2])
-    got = qtrain._pair_distance_means(emb, fine, coarse)
-    groups = {"d_rpp": [], "d_rpn": [], "d_rn": []}
-    for i, j in itertools.permutations(range(10), 2):
-        d = float((emb[i] - emb[j]).norm())
-        if fine[i] == fine[j]:
-            groups["d_rpp"].append(d)
-        elif coarse[i] == coarse[j]:
-            groups["d_rpn"].append(d)
-        else:
-            groups["d_rn"].append(d)
-    for key, values in groups.items():
-        assert got[key] == pytest.approx(sum(values) / len(values), rel=1e-5)
-
-
 def test_class_balanced_batch_is_p_classes_times_k_images():
     g = torch.Generator().manual_seed(0)
     fine = torch.tensor([c for c in range(6) for _ in range(5)] + [6, 6])  # class 6: 2 images
     members = [(fine == c).nonzero().flatten() for c in range(7)]
     for _ in range(20):
-        batch = qtrain._class_balanced_batch(members, n_images=12, per_class=3, generator=g)
+        batch = qtrain.class_balanced_batch(members, n_images=12, per_class=3, generator=g)
         assert batch.shape == (12,)
         labels = fine[batch].tolist()
         classes = sorted(set(labels))
@@ -168,14 +149,14 @@ def test_smoke_run_of_every_method(tmp_path, method):
     saved = json.loads((run_dir / "config.json").read_text())
     assert qtrain.TrainConfig.from_dict(saved["config"]).method == method
     env = saved["environment"]
-    for key in ("device", "torch", "torchvision", "python", "seed", "git_commit"):
+    for key in ("device", "precision", "torch", "torchvision", "python", "git_commit"):
         assert key in env
     assert env["device"] == "cpu"
 
     rows = read_rows(run_dir)
     assert [int(r["iteration"]) for r in rows] == [1, 2]
     assert all(math.isfinite(float(r["loss"])) for r in rows)
-    assert all(float(r["time_forward_backward"]) > 0 for r in rows)
+    assert all(float(r["time_step"]) > 0 for r in rows)
     if method in qtrain.QUADRUPLET_METHODS:
         for r in rows:
             for key in ("joint", "global", "classification", "d_rpp", "d_rpn", "d_rn"):
@@ -313,7 +294,7 @@ def test_cuda_out_of_memory_names_the_settings_to_lower(tmp_path, monkeypatch):
     def out_of_memory(config, device):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(qtrain, "_train", out_of_memory)
+    monkeypatch.setattr(qloop, "setup", out_of_memory)
     with pytest.raises(qtrain.CudaOutOfMemoryError) as info:
         qtrain.train(tiny_config(tmp_path, batch_size=7))
     for setting in ("batch_size=7", "image_size=32", "amp="):
@@ -371,3 +352,190 @@ def test_notebook_03_at_smoke_size(tmp_path):
         assert (run_dir / name).is_file(), name
     assert qtrain.run_is_finished(run_dir)
     assert (run_root / "figures" / "train_method1_seed0.png").is_file()
+
+
+# ----------------------------------------------------------------------------------------------
+# Reproducibility, safety, warm starts, mixed precision, learning
+# ----------------------------------------------------------------------------------------------
+
+
+def final_state(run_dir):
+    return qtrain.load_run(run_dir)[1].state_dict()
+
+
+def assert_same_weights(run_a, run_b):
+    state_a, state_b = final_state(run_a), final_state(run_b)
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        assert torch.equal(state_a[key], state_b[key]), key
+
+
+def test_progress_bars_and_global_rng_draws_do_not_change_the_result(tmp_path, monkeypatch):
+    common = {"epochs": 2, "iterations_per_epoch": 3}
+    quiet = qtrain.train(tiny_config(tmp_path, "random", run_name="quiet", **common))
+    shown = qtrain.train(tiny_config(tmp_path, "random", run_name="bars", progress=True, **common))
+    assert_same_weights(quiet, shown)
+
+    # Display code (a progress bar, a widget) may draw from torch's global RNG at any time.
+    log_step = qloop.Run.log_step
+
+    def noisy(self, *args, **kwargs):
+        torch.rand(7)
+        return log_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(qloop.Run, "log_step", noisy)
+    disturbed = qtrain.train(tiny_config(tmp_path, "random", run_name="disturbed", **common))
+    assert_same_weights(quiet, disturbed)
+    assert without_times(read_rows(quiet)) == without_times(read_rows(disturbed))
+
+
+def test_worker_processes_do_not_change_the_result(tmp_path):
+    alone = qtrain.train(tiny_config(tmp_path, "method1", run_name="w0"))
+    workers = qtrain.train(tiny_config(tmp_path, "method1", run_name="w2", num_workers=2))
+    assert_same_weights(alone, workers)
+
+
+class _Boom:
+    """Unpickling this runs code: what a crafted checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    run_dir = qtrain.train(tiny_config(tmp_path, "random", resume=True))
+    marker = tmp_path / "pwned"
+    torch.save({"model": _Boom(marker)}, run_dir / "checkpoints" / "last.pt")
+    with pytest.raises(qtrain.UnsafeCheckpointError, match="refusing to load"):
+        qtrain.load_run(run_dir)
+    with pytest.raises(qtrain.UnsafeCheckpointError):
+        qtrain.train(tiny_config(tmp_path, "random", resume=True))
+    assert not marker.exists()
+
+
+def test_checkpoints_hold_only_tensors_and_plain_data(tmp_path):
+    run_dir = qtrain.train(tiny_config(tmp_path, "method2", optimizer="adam"))
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "scaler", "generators", "epoch", "iteration"} <= set(state)
+
+
+def test_warmup_epochs_train_on_random_quadruplets_first(tmp_path):
+    common = {"epochs": 1, "iterations_per_epoch": 3}
+    random_run = qtrain.train(tiny_config(tmp_path, "random", **common))
+    warm = qtrain.train(tiny_config(tmp_path, "method2", warmup_epochs=1, **common))
+    assert without_times(read_rows(random_run)) == without_times(read_rows(warm))
+    assert_same_weights(random_run, warm)
+    later = qtrain.train(tiny_config(tmp_path, "method2", run_name="later", epochs=2,
+                                     iterations_per_epoch=3, warmup_epochs=1))  # fmt: skip
+    assert without_times(read_rows(later))[:3] == without_times(read_rows(random_run))
+
+
+def test_classifier_warm_start_starts_higher_than_scratch_and_is_cached(tmp_path):
+    common = {"epochs": 0, "eval_at_start": True, "classifier_epochs": 20}
+    scratch = qtrain.train(tiny_config(tmp_path, "method2", run_name="scratch", **common))
+    warm = qtrain.train(tiny_config(tmp_path, "method2", init="classifier", **common))
+    r1_scratch = qtrain.read_metrics(scratch)[0]["R@1"]
+    r1_warm = qtrain.read_metrics(warm)[0]["R@1"]
+    assert r1_warm > r1_scratch, (r1_warm, r1_scratch)
+    cached = list((tmp_path / "runs" / "warmstart").glob("classifier_*.pt"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    # Another method and seed of the same experiment reuse the cached classifier.
+    other = qtrain.train(tiny_config(tmp_path, "semihard", seed=3, init="classifier", **common))
+    assert cached[0].stat().st_mtime_ns == stamp
+    assert_same_weights(warm, other)
+
+
+def test_a_manifest_built_for_another_dataset_is_refused(tmp_path):
+    from qlib import data as qdata
+    from qlib.train.data import requested_source, write_manifest_source
+
+    demo = qtrain.config_from_preset("demo", run_root=str(tmp_path))
+    path = tmp_path / "data" / "manifest.csv"
+    qdata.save_manifest(qdata.load_synthetic("smoke"), path)
+    write_manifest_source(path, requested_source(qtrain.config_from_preset("smoke")))
+    cars = tmp_path / "cars"
+    cars.mkdir()
+    wrong = qtrain.config_from_preset(
+        "paper", root=str(cars), manifest_path=qtrain.experiment_manifest(tmp_path)
+    )
+    with pytest.raises(ValueError, match="stanford_cars.*run_root of its own"):
+        qtrain.build_datasets(wrong)
+    missing = qtrain.config_from_preset(
+        "paper", root=str(tmp_path / "nowhere"), manifest_path=str(path)
+    )
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        qtrain.build_datasets(missing)
+    as_is = qtrain.config_from_preset("smoke", dataset="manifest", manifest_path=str(path))
+    assert len(qtrain.build_datasets(as_is).train_manifest) > 0
+    assert demo.run_root == str(tmp_path)
+
+
+def test_float16_overflows_on_an_untrained_resnet101_and_inference_avoids_it():
+    from qlib.train import hardware
+
+    torch.manual_seed(0)
+    net = qmodel.EmbeddingNet("resnet101", 32, n_coarse=2, n_fine=2).eval()
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        with hardware.autocast(cpu, torch.float16):  # what amp=True did on a GPU
+            broken = net.backbone(net.prepare_input(images))
+        assert not torch.isfinite(broken).all()
+        for train_dtype in (torch.float16, torch.bfloat16):
+            with hardware.autocast(cpu, hardware.inference_dtype(train_dtype)):
+                assert torch.isfinite(net.embed(images)).all()
+    assert hardware.inference_dtype(torch.float16) is None
+    assert hardware.train_dtype(cpu, amp=True) is None  # CPU runs stay in float32
+
+
+@pytest.mark.parametrize("method", ["method2", "semihard"])
+def test_training_learns(tmp_path, method):
+    """80 steps on the smoke data raise training-class Recall@1 and lower the method's loss on
+    fixed batches (random quadruplets / a class-balanced batch), compared with the start."""
+    from qlib import metrics as qmetrics
+    from qlib import miners as qminers
+
+    common = {"iterations_per_epoch": 10, "eval_at_start": False, "optimizer": "adam", "lr": 3e-3}
+    common |= {"batch_size": 8}
+    before = qtrain.train(tiny_config(tmp_path, method, run_name="before", epochs=0, **common))
+    after = qtrain.train(tiny_config(tmp_path, method, run_name="after", epochs=8, **common))
+    config, _ = qtrain.load_run(after)
+    data = qtrain.build_datasets(config)
+    loss_fn = qloop.make_loss(config)
+    g = torch.Generator().manual_seed(0)
+    if method == "method2":
+        bank = qminers.Bank(
+            torch.zeros(len(data.train_fine), 1), data.train_fine, data.train_coarse
+        )
+        fixed = [bank.select(bank.sample_anchors(8, g), "random", g)[0] for _ in range(5)]
+    else:
+        members = [(data.train_fine == c).nonzero().flatten() for c in range(data.n_fine)]
+        fixed = [qtrain.class_balanced_batch(members, 32, 4, g) for _ in range(5)]
+
+    def measure(run_dir):
+        model = qtrain.load_run(run_dir)[1]
+        embeddings = qtrain.embed_dataset(model, data.train_eval_set)
+        recall = qmetrics.recall_at_k(embeddings, data.train_fine, ks=(1,))[1]
+        total = 0.0
+        with torch.no_grad():
+            for batch in fixed:
+                out = model(torch.stack([data.train_eval_set[i][0] for i in batch.flatten()]))
+                if batch.dim() == 2:
+                    rows = batch[:, 0]
+                    emb = out.embedding.view(len(batch), 4, -1)
+                    args = (out.coarse_logits[::4], out.fine_logits[::4])
+                    result = loss_fn(emb, *args, data.train_coarse[rows], data.train_fine[rows])
+                else:
+                    result = loss_fn(
+                        out.embedding, data.train_fine[batch], data.train_coarse[batch]
+                    )
+                total += float(result.total)
+        return recall, total
+
+    (recall_0, loss_0), (recall_1, loss_1) = measure(before), measure(after)
+    assert recall_1 > recall_0 + 0.1, (recall_0, recall_1)
+    assert loss_1 < 0.8 * loss_0, (loss_0, loss_1)

@@ -1,0 +1,113 @@
+"""`init="classifier"`: a warm start without downloads, standing in for the paper's ImageNet one.
+
+The network is first trained as a fine-class classifier (cross-entropy on the fine head) on the
+training split only, for `classifier_epochs` passes over its images; the embedding is then
+learned from those weights. The classifier is trained once per experiment and cached under
+`<run_root>/warmstart/`, keyed by every setting it depends on, then reused by every method and
+seed of the experiment (so their comparison starts from the same weights). A file lock makes
+parallel runs wait for one another instead of training it twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .. import model as qmodel
+from ..utils import resolve_path
+from . import hardware, runs
+from .batches import augmentation_keys
+from .config import TrainConfig
+from .data import RunData, make_loader
+
+CLASSIFIER_SEED = 0  # one classifier per experiment, whatever the run's seed
+CLASSIFIER_LR = 1e-3
+
+
+def classifier_key(config: TrainConfig, data: RunData) -> str:
+    """A short hash of everything the classifier's weights depend on."""
+    images = data.train_manifest[["path", "fine"]].to_csv(index=False).encode()
+    settings = {
+        k: getattr(config, k)
+        for k in (
+            "backbone",
+            "embedding_dim",
+            "normalize",
+            "freeze_bn",
+            "classifier_epochs",
+            "batch_size",
+            "amp",
+        )
+    }
+    settings |= {"image_size": data.image_size, "n_coarse": data.n_coarse, "lr": CLASSIFIER_LR, "version": 1}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode() + images)
+    return digest.hexdigest()[:16]
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def classifier_state(config: TrainConfig, data: RunData, device: torch.device) -> dict[str, Any]:
+    """The warm-start weights (an EmbeddingNet state dict): from the cache, or trained now."""
+    path = (
+        resolve_path(config.run_root)
+        / "warmstart"
+        / f"classifier_{classifier_key(config, data)}.pt"
+    )
+    with _locked(path):
+        if not path.is_file():
+            runs.save_checkpoint(path, {"model": train_classifier(config, data, device)})
+    return runs.load_checkpoint(path)["model"]
+
+
+def train_classifier(config: TrainConfig, data: RunData, device: torch.device) -> dict[str, Any]:
+    """Softmax over the training fine classes, on shuffled batches of 4B augmented images."""
+    with torch.random.fork_rng(devices=[]):  # the global stream stays the run's
+        torch.manual_seed(CLASSIFIER_SEED)
+        model = qmodel.EmbeddingNet(
+            config.backbone,
+            config.embedding_dim,
+            data.n_coarse,
+            data.n_fine,
+            normalize=config.normalize,
+            freeze_bn=config.freeze_bn,
+        )
+    model = hardware.configure(device, model.to(device)).train()
+    # Adam at a fixed rate: plain supervised pretraining, the same for every method and preset.
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=CLASSIFIER_LR)
+    dtype = hardware.train_dtype(device, config.amp)
+    scaler = hardware.make_scaler(device, dtype)
+    generator = torch.Generator().manual_seed(CLASSIFIER_SEED)
+    n, size = len(data.train_fine), 4 * config.batch_size
+    batches = []
+    for _ in range(config.classifier_epochs):
+        order = torch.randperm(n, generator=generator)
+        batches += [augmentation_keys(order[s : s + size], generator) for s in range(0, n, size)]
+    loader = make_loader(data.train_aug_set, config, device, batch_sampler=batches)
+    labels = data.train_fine.to(device)
+    for (images, _, _), batch in zip(loader, batches, strict=True):
+        index = torch.tensor([key[0] for key in batch], device=device)
+        with hardware.autocast(device, dtype):
+            logits = model(hardware.to_device(images, device)).fine_logits
+        loss = F.cross_entropy(logits.float(), labels[index])
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return {k: v.cpu() for k, v in model.state_dict().items()}
