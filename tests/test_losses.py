@@ -1,4 +1,5 @@
-"""qlib.losses against hand-computed values, brute-force Python loops and gradcheck (float64)."""
+"""qlib.losses.paper (eq. 1-6, QuadrupletLoss) against hand-computed values, brute-force Python
+loops and gradcheck (float64). The baselines are in test_losses_baselines.py."""
 
 import math
 
@@ -9,6 +10,7 @@ from qlib.losses import (
     LossOutput,
     QuadrupletLoss,
     classification_loss,
+    combined_loss,
     contrastive_loss,
     global_loss,
     joint_loss,
@@ -268,7 +270,9 @@ def brute_quadruplet(emb, cl, fl, c, f, reduction, eta=1.0):
     ]
     reduce = sum if reduction == "sum" else brute_mean
     glob = brute_global(*dists, 0.7, 0.3, 1.0, 1.0)
-    total = reduce(joint) + reduce(cls) + eta * glob
+    total = sum(joint) + sum(cls) + eta * glob
+    if reduction == "mean":  # the whole of eq. 6 over B, the global term included
+        total /= batch
     return {
         "loss": total,
         "joint": reduce(joint),
@@ -288,12 +292,33 @@ def test_quadruplet_loss_matches_loop(reduction, seed):
     out = QuadrupletLoss(reduction=reduction, eta=0.5)(emb, cl, fl, c, f)
     assert isinstance(out, LossOutput)
     assert set(out.parts) == PART_KEYS
-    assert all(type(v) is float for v in out.parts.values())
     expected = brute_quadruplet(emb, cl, fl, c, f, reduction, eta=0.5)
     assert expected["joint"] > 0  # the hinges are exercised, not all clamped to zero
     torch.testing.assert_close(out.total, t(expected["loss"]))
     for key, value in expected.items():
-        assert out.parts[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+        assert float(out.parts[key]) == pytest.approx(value, rel=1e-9, abs=1e-12), key
+
+
+def test_quadruplet_loss_parts_are_detached_scalar_tensors():
+    emb, cl, fl, c, f = random_batch(batch=4, seed=5)
+    out = QuadrupletLoss()(emb.requires_grad_(True), cl.requires_grad_(True), fl, c, f)
+    assert out.total.requires_grad
+    for key, value in out.parts.items():
+        assert isinstance(value, torch.Tensor) and value.shape == (), key
+        assert not value.requires_grad, key
+    assert torch.equal(out.parts["loss"], out.total.detach())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_quadruplet_loss_mean_is_sum_over_b(seed):
+    emb, cl, fl, c, f = random_batch(batch=7, seed=seed)
+    total = QuadrupletLoss(reduction="sum", eta=2.0)(emb * 0.3, cl, fl, c, f)
+    mean = QuadrupletLoss(reduction="mean", eta=2.0)(emb * 0.3, cl, fl, c, f)
+    torch.testing.assert_close(mean.total, total.total / 7)
+    for key in ("joint", "classification"):
+        torch.testing.assert_close(mean.parts[key], total.parts[key] / 7)
+    # the global term is the batch statistic either way (eq. 3, before eta and before / B)
+    torch.testing.assert_close(mean.parts["global"], total.parts["global"])
 
 
 def test_quadruplet_loss_hand_values():
@@ -310,10 +335,17 @@ def test_quadruplet_loss_hand_values():
     )
     per_quad = 0.4 + 1 / 6 + 0.08 * math.log(2) + 0.25 * math.log(4)
     torch.testing.assert_close(out.total, t(2 * per_quad + 0.3))
-    assert out.parts["global"] == pytest.approx(0.3)
-    assert out.parts["joint"] == pytest.approx(2 * (0.4 + 1 / 6))
-    assert out.parts["d_rpp"] == pytest.approx(0.1)
-    assert out.parts["d_rn"] == pytest.approx(0.5)
+    assert float(out.parts["global"]) == pytest.approx(0.3)
+    assert float(out.parts["joint"]) == pytest.approx(2 * (0.4 + 1 / 6))
+    assert float(out.parts["d_rpp"]) == pytest.approx(0.1)
+    assert float(out.parts["d_rn"]) == pytest.approx(0.5)
+
+
+def test_combined_loss_hand_values():
+    # eq. 6: (0.5 + 0.25) + (0.1 + 0.15) + 2 x 0.3 = 1.6; mean: 1.6 / 2
+    joint, cls, glob = t([0.5, 0.25]), t([0.1, 0.15]), t(0.3)
+    torch.testing.assert_close(combined_loss(joint, cls, glob, eta=2.0), t(1.6))
+    torch.testing.assert_close(combined_loss(joint, cls, glob, eta=2.0, reduction="mean"), t(0.8))
 
 
 def test_gradients_reach_all_four_members():
@@ -337,7 +369,7 @@ def test_zero_distances_give_finite_loss_and_gradients():
     assert torch.isfinite(out.total)
     assert torch.isfinite(emb.grad).all()
     # all distances ~0: both eq. 5 hinges are ~1 per quadruplet
-    assert out.parts["joint"] == pytest.approx(3 * 2.0, abs=1e-4)
+    assert float(out.parts["joint"]) == pytest.approx(3 * 2.0, abs=1e-4)
 
 
 # --- gradcheck in float64 ---------------------------------------------------------------------
@@ -441,6 +473,9 @@ GOOD = t([0.1, 0.2])
         lambda: classification_loss(
             torch.zeros(2, 3), torch.zeros(2, 4), torch.tensor([0, 1]), torch.tensor([0, 1]), -1.0
         ),
+        lambda: combined_loss(GOOD, t([0.1]), t(0.2)),
+        lambda: combined_loss(GOOD, GOOD, t(0.2), reduction="none"),
+        lambda: combined_loss(GOOD, GOOD, t([0.2])),
         lambda: QuadrupletLoss(m1=0.2, m2=0.3),
         lambda: QuadrupletLoss(reduction="none"),
         lambda: QuadrupletLoss(eta=-1.0),
@@ -472,7 +507,7 @@ def test_bad_input_messages_say_what_is_expected():
         global_loss(GOOD, GOOD, t([float("nan"), 0.1]))
     with pytest.raises(ValueError, match=r"\(B, 4, d\)"):
         quadruplet_distances(torch.zeros(2, 5, 3))
-    with pytest.raises(ValueError, match=r"class indices in \[0, 2\]"):
+    with pytest.raises(ValueError, match=r"class ids in \[0, 2\]"):
         classification_loss(
             torch.zeros(2, 3), torch.zeros(2, 4), torch.tensor([0, 3]), torch.tensor([0, 1])
         )
