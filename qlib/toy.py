@@ -21,9 +21,11 @@ from `qlib.losses`; this module only wires them to the toy.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -31,10 +33,12 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .losses import QuadrupletLoss, pairwise_distance, triplet_loss
+from . import checks
+from .logs import as_frame
+from .losses import LossOutput, QuadrupletLoss, pairwise_distance, triplet_loss
 from .metrics import recall_at_k
 from .miners import METHODS, sample_anchors, select_quadruplets, valid_anchors
-from .utils import seed_everything
+from .utils import seed_everything, write_json
 
 __all__ = [
     "TRAIN_METHODS",
@@ -49,8 +53,10 @@ __all__ = [
     "mining_summary",
     "pick_fig2_anchor",
     "random_triplets",
+    "save_histories",
+    "toy_step",
+    "triplet_baseline",
     "train_toy_embedding",
-    "training_curves",
 ]
 
 # The quadruplet methods of qlib.miners plus the triplet baseline (eq. 2, random triplets).
@@ -93,20 +99,6 @@ class ToyData:
         )
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
-    return int(value)
-
-
-def _check_positive(name: str, value: object, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}.")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}.")
-    return float(value)
-
-
 def make_toy(
     n_coarse: int = 3,
     n_fine_per_coarse: int = 3,
@@ -130,22 +122,22 @@ def make_toy(
     `nuisance_std`, rotated by a random orthogonal matrix Q and bent: x -> x + bend * tanh(x W).
     The plane depends on the seed only, never on `dim`.
     """
-    n_coarse = _check_int("n_coarse", n_coarse, 2)  # a negative needs another coarse class
-    n_fine_per_coarse = _check_int("n_fine_per_coarse", n_fine_per_coarse, 2)
-    points_per_class = _check_int("points_per_class", points_per_class, 2)
-    dim = _check_int("dim", dim, 2)
-    seed = _check_int("seed", seed, 0)
-    n_held_out = _check_int("n_held_out_per_coarse", n_held_out_per_coarse, 0)
+    n_coarse = checks.integer("n_coarse", n_coarse, 2)  # a negative needs another coarse class
+    n_fine_per_coarse = checks.integer("n_fine_per_coarse", n_fine_per_coarse, 2)
+    points_per_class = checks.integer("points_per_class", points_per_class, 2)
+    dim = checks.integer("dim", dim, 2)
+    seed = checks.integer("seed", seed, 0)
+    n_held_out = checks.integer("n_held_out_per_coarse", n_held_out_per_coarse, 0)
     if n_fine_per_coarse - n_held_out < 2:
         raise ValueError(
             "every coarse class needs at least 2 training fine classes (an anchor needs a P-), "
             f"got n_fine_per_coarse={n_fine_per_coarse} and n_held_out_per_coarse={n_held_out}."
         )
-    coarse_separation = _check_positive("coarse_separation", coarse_separation)
-    fine_radius = _check_positive("fine_radius", fine_radius, allow_zero=True)
-    fine_std = _check_positive("fine_std", fine_std)
-    nuisance_std = _check_positive("nuisance_std", nuisance_std, allow_zero=True)
-    bend = _check_positive("bend", bend, allow_zero=True)
+    coarse_separation = checks.number("coarse_separation", coarse_separation, 0, exclusive=True)
+    fine_radius = checks.number("fine_radius", fine_radius, 0)
+    fine_std = checks.number("fine_std", fine_std, 0, exclusive=True)
+    nuisance_std = checks.number("nuisance_std", nuisance_std, 0)
+    bend = checks.number("bend", bend, 0)
 
     generator = torch.Generator().manual_seed(seed)
     n_fine = n_coarse * n_fine_per_coarse
@@ -180,13 +172,10 @@ def make_toy(
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_bank(bank: Tensor, fine: Tensor, coarse: Tensor) -> None:
-    if not isinstance(bank, Tensor) or bank.dim() != 2 or not bank.is_floating_point():
-        raise ValueError("bank must be a float tensor of shape (N, d).")
+def _check_bank(bank: Tensor, fine: Tensor, coarse: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    bank = checks.embeddings("bank", bank)
     n = bank.shape[0]
-    for name, labels in (("fine", fine), ("coarse", coarse)):
-        if not isinstance(labels, Tensor) or labels.shape != (n,):
-            raise ValueError(f"{name} must be a tensor of shape ({n},), one label per bank row.")
+    return bank, checks.labels("fine", fine, n), checks.labels("coarse", coarse, n)
 
 
 def anchor_quadruplets(
@@ -199,9 +188,8 @@ def anchor_quadruplets(
 ) -> tuple[dict[str, list[int]], dict[str, list[bool]]]:
     """The quadruplet (R, P+, P-, N) that each method picks for one anchor of a (N, d) bank,
     and its fallbacks (P+, P-), both keyed by method; picks come from select_quadruplets."""
-    _check_bank(bank, fine, coarse)
-    if isinstance(anchor, bool) or not isinstance(anchor, (int, np.integer)):
-        raise ValueError(f"anchor must be an int bank index, got {anchor!r}.")
+    bank, fine, coarse = _check_bank(bank, fine, coarse)
+    anchor = checks.integer("anchor", anchor)
     if not 0 <= anchor < len(bank):
         raise ValueError(f"anchor must be a bank index in [0, {len(bank)}), got {anchor}.")
     if not bool(valid_anchors(fine, coarse)[int(anchor)]):
@@ -225,7 +213,7 @@ def pick_fig2_anchor(bank: Tensor, fine: Tensor, coarse: Tensor, seed: int = 0) 
     and some same-coarse points lie inside the circle of radius D(R, N) (so the circle matters).
     Falls back on weaker anchors when no anchor meets every condition.
     """
-    _check_bank(bank, fine, coarse)
+    bank, fine, coarse = _check_bank(bank, fine, coarse)
     anchors = torch.nonzero(valid_anchors(fine, coarse)).flatten()
     if len(anchors) == 0:
         raise ValueError("no valid anchor in the bank: no coarse class has two fine classes.")
@@ -257,10 +245,10 @@ def mining_statistics(
 
     bank (N, d), fine (N,), coarse (N,). Returns one row per (method, anchor) with columns
     method, anchor, d_rpp, d_rpn, d_rn (Euclidean, from qlib.losses.pairwise_distance) and
-    fallback_pp, fallback_pn (no P+ / P- candidate outside the circle of radius D(R, N)).
+    fallback_pos, fallback_neg (no P+ / P- candidate outside the circle of radius D(R, N)).
     """
-    _check_bank(bank, fine, coarse)
-    n_anchors = _check_int("n_anchors", n_anchors, 1)
+    bank, fine, coarse = _check_bank(bank, fine, coarse)
+    n_anchors = checks.integer("n_anchors", n_anchors, 1)
     anchors = sample_anchors(
         valid_anchors(fine, coarse), n_anchors, torch.Generator().manual_seed(seed)
     )
@@ -279,8 +267,8 @@ def mining_statistics(
                     "d_rpp": pairwise_distance(ref, bank[quads[:, 1]]).numpy(),
                     "d_rpn": pairwise_distance(ref, bank[quads[:, 2]]).numpy(),
                     "d_rn": pairwise_distance(ref, bank[quads[:, 3]]).numpy(),
-                    "fallback_pp": fallbacks[:, 0].numpy(),
-                    "fallback_pn": fallbacks[:, 1].numpy(),
+                    "fallback_pos": fallbacks[:, 0].numpy(),
+                    "fallback_neg": fallbacks[:, 1].numpy(),
                 }
             )
         )
@@ -291,22 +279,22 @@ def mining_summary(stats: pd.DataFrame) -> pd.DataFrame:
     """Per method, from `mining_statistics`: mean distances, fallback rates (%), and the share
     (%) of quadruplets that already satisfy the goal D(R,P+) < D(R,P-) < D(R,N) of eq. 5
     (without margins): those teach the least."""
-    needed = ["method", "d_rpp", "d_rpn", "d_rn", "fallback_pp", "fallback_pn"]
+    needed = ["method", "d_rpp", "d_rpn", "d_rn", "fallback_pos", "fallback_neg"]
     missing = [c for c in needed if c not in stats.columns]
     if missing:
         raise ValueError(f"stats lacks the columns {missing}; expected mining_statistics output.")
     ordered = (stats["d_rpp"] < stats["d_rpn"]) & (stats["d_rpn"] < stats["d_rn"])
     table = stats.assign(
-        fallback_pp=100 * stats["fallback_pp"].astype(float),
-        fallback_pn=100 * stats["fallback_pn"].astype(float),
+        fallback_pos=100 * stats["fallback_pos"].astype(float),
+        fallback_neg=100 * stats["fallback_neg"].astype(float),
         ordered=100 * ordered.astype(float),
     )
     summary = table.groupby("method", sort=False)[needed[1:] + ["ordered"]].mean()
     summary.insert(0, "anchors", stats.groupby("method", sort=False).size())
     return summary.rename(
         columns={
-            "fallback_pp": "fallback P+ (%)",
-            "fallback_pn": "fallback P- (%)",
+            "fallback_pos": "fallback P+ (%)",
+            "fallback_neg": "fallback P- (%)",
             "ordered": "already ordered (%)",
         }
     )
@@ -352,23 +340,19 @@ class ToyEmbeddingNet(nn.Module):
 
 @dataclass
 class ToyTrainingHistory:
-    """What `train_toy_embedding` records for one method.
+    """What `train_toy_embedding` records for one method, in a training run's shapes.
 
-    log: one row per step (step, loss parts, fallback rates of the batch);
-    snapshot_steps (S,): steps of the snapshots (0 = before training, the last = `steps`);
-    snapshots (S, N, 2): the embedding of every toy point (training and held out) at each;
-    recall_at_1 (S,): Recall@1 (fraction) of the held-out fine classes at each snapshot.
+    log: one row per iteration in `qlib.logs`' schema (iteration, lr, loss parts, d_rpp / d_rpn /
+    d_rn, fallback_pos / fallback_neg); metrics: one entry {"iteration", "R@1"} per snapshot,
+    Recall@1 of the held-out fine classes in percent, as in a run's metrics.json (iteration 0 =
+    before training, the last = the final iteration); snapshots (S, N, 2): the embedding of every
+    toy point (training and held out) at those iterations.
     """
 
     method: str
     log: pd.DataFrame
-    snapshot_steps: np.ndarray
+    metrics: list[dict]
     snapshots: np.ndarray
-    recall_at_1: np.ndarray
-
-    @property
-    def final_recall_at_1(self) -> float:
-        return float(self.recall_at_1[-1])
 
 
 def random_triplets(fine: Tensor, anchors: Tensor, generator: torch.Generator | None = None):
@@ -384,6 +368,63 @@ def random_triplets(fine: Tensor, anchors: Tensor, generator: torch.Generator | 
     return torch.stack([anchors, positive, negative], 1)
 
 
+def triplet_baseline(
+    embedding: Tensor, fine: Tensor, anchors: Tensor, generator: torch.Generator, margin: float
+) -> LossOutput:
+    """The triplet baseline: eq. 2 on `random_triplets` of the anchors, averaged over the batch.
+    embedding (N, d), fine (N,), anchors (B,) -> LossOutput(total, parts)."""
+    triplets = embedding[random_triplets(fine, anchors, generator)]
+    d_rp = pairwise_distance(triplets[:, 0], triplets[:, 1])
+    d_rn = pairwise_distance(triplets[:, 0], triplets[:, 2])
+    total = triplet_loss(d_rp, d_rn, margin).mean()
+    parts = {"loss": total, "triplet": total, "d_rpp": d_rp.mean(), "d_rn": d_rn.mean()}
+    return LossOutput(total, {name: value.detach() for name, value in parts.items()})
+
+
+def toy_step(
+    model: ToyEmbeddingNet,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[..., LossOutput],
+    train: ToyData,
+    anchors: Tensor,
+    selection: str,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """One iteration of the paper's loop on the toy: bank -> selection (Section 3.3) of the
+    anchors' quadruplets -> eq. 6 (`loss_fn`, a QuadrupletLoss) -> optimizer step. Returns the
+    log row's loss parts, mean distances and fallback shares, as floats.
+
+    The toy is tiny, so the bank is refreshed every iteration: the embedding of every training
+    point under the current weights, from the forward pass the loss uses. `train`'s fine labels
+    are the fine head's class ids. selection "triplet": `loss_fn` is a `triplet_baseline`.
+    """
+    out = model(train.points)
+    bank = out.embedding.detach()
+    fallbacks = None
+    if selection == "triplet":
+        total, parts = loss_fn(out.embedding, train.fine, anchors, generator)
+    else:
+        quads, fallbacks = select_quadruplets(
+            bank, train.fine, train.coarse, anchors, selection, generator, return_fallbacks=True
+        )  # (B, 4) indices R, P+, P-, N; (B, 2) bools
+        r = quads[:, 0]
+        total, parts = loss_fn(  # eq. 6: logits and labels of the anchors R
+            out.embedding[quads],
+            out.coarse_logits[r],
+            out.fine_logits[r],
+            train.coarse[r],
+            train.fine[r],
+        )
+    optimizer.zero_grad()
+    total.backward()
+    optimizer.step()
+    row = {name: float(value) for name, value in parts.items()}
+    if fallbacks is not None:
+        share = fallbacks.float().mean(0)
+        row["fallback_pos"], row["fallback_neg"] = float(share[0]), float(share[1])
+    return row
+
+
 @contextmanager
 def _single_thread() -> Iterator[None]:
     # The toy's tensors are tiny: on a busy machine, extra intra-op threads cost far more time
@@ -394,6 +435,14 @@ def _single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def _snapshot(model: ToyEmbeddingNet, toy: ToyData, iteration: int) -> tuple[np.ndarray, dict]:
+    """The embedding of every toy point (N, 2) and the metrics entry of the held-out classes."""
+    with torch.no_grad():
+        embedding = model(toy.points).embedding
+    recall = recall_at_k(embedding[toy.held_out], toy.fine[toy.held_out], ks=(1,))[1]
+    return embedding.numpy().copy(), {"iteration": iteration, "R@1": 100.0 * recall}
 
 
 @_single_thread()  # a contextmanager is also a decorator
@@ -414,23 +463,22 @@ def train_toy_embedding(
 ) -> ToyTrainingHistory:
     """Train a ToyEmbeddingNet on the toy's training classes with one method of TRAIN_METHODS.
 
-    Quadruplet methods: every step, the bank is the current embedding of every training point
-    (one forward pass, detached for mining; the toy is tiny), `sample_anchors` draws the
-    anchors and `select_quadruplets` the quadruplets, and `QuadrupletLoss` (eq. 6, sum over the
-    batch, `loss_kwargs` passed on) is minimised. "triplet": the same anchors with
-    `random_triplets` and the mean of `triplet_loss` (eq. 2, margin `triplet_margin`), no heads.
-    Every method starts from the same weights and sees the same anchors (seeded by `seed`);
-    Adam with `lr`, not the paper's SGD, so the toy converges in a few hundred steps. With
-    `warmup_steps` > 0 the quadruplet methods select "random" quadruplets for those first steps
-    (a stand-in for the paper's pretrained start). Runs on one CPU thread (tiny tensors).
+    Every iteration is `toy_step`: `sample_anchors` draws `batch_size` anchors, the method
+    selects their quadruplets on the current bank, `QuadrupletLoss` (eq. 6, sum over the batch,
+    `loss_kwargs` passed on) is minimised. "triplet": the same anchors with `random_triplets`
+    and the mean of eq. 2 (margin `triplet_margin`), no heads. Every method starts from the same
+    weights and sees the same anchors (seeded by `seed`); Adam with `lr`, not the paper's SGD,
+    so the toy converges in a few hundred steps. With `warmup_steps` > 0 the quadruplet methods
+    select "random" quadruplets for those first steps (a stand-in for the paper's pretrained
+    start). Every `snapshot_every` steps: a snapshot and held-out Recall@1. One CPU thread.
     """
     if method not in TRAIN_METHODS:
         raise ValueError(f"method must be one of {TRAIN_METHODS}, got {method!r}.")
-    steps = _check_int("steps", steps, 1)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    snapshot_every = _check_int("snapshot_every", snapshot_every, 1)
-    warmup_steps = _check_int("warmup_steps", warmup_steps, 0)
-    _check_positive("lr", lr)
+    steps = checks.integer("steps", steps, 1)
+    batch_size = checks.integer("batch_size", batch_size, 1)
+    snapshot_every = checks.integer("snapshot_every", snapshot_every, 1)
+    warmup_steps = checks.integer("warmup_steps", warmup_steps, 0)
+    lr = checks.number("lr", lr, 0, exclusive=True)
     if not bool(toy.held_out.any()):
         raise ValueError(
             "the toy has no held-out classes for Recall@1; make it with n_held_out_per_coarse >= 1."
@@ -439,96 +487,50 @@ def train_toy_embedding(
     anchor_generator = seed_everything(seed)  # also seeds the weights: the same for every method
     pick_generator = torch.Generator().manual_seed(seed + 1)
     train = toy.subset(~toy.held_out)
-    test = toy.subset(toy.held_out)
-    train_fine_classes, train_fine_index = torch.unique(train.fine, return_inverse=True)
+    # Fine ids 0..k2-1 for the fine head; an order-preserving relabelling changes no pick.
+    fine_classes, fine_ids = torch.unique(train.fine, return_inverse=True)
+    train = replace(train, fine=fine_ids)
     n_coarse = int(toy.coarse.max()) + 1
-    model = ToyEmbeddingNet(
-        toy.points.shape[1], n_coarse, len(train_fine_classes), hidden, normalize
-    )
+    model = ToyEmbeddingNet(toy.points.shape[1], n_coarse, len(fine_classes), hidden, normalize)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    loss_fn = QuadrupletLoss(**(loss_kwargs or {}))
+    if method == "triplet":
+        loss_fn = partial(triplet_baseline, margin=triplet_margin)
+    else:
+        loss_fn = QuadrupletLoss(**(loss_kwargs or {}))
     valid = valid_anchors(train.fine, train.coarse)
 
-    snapshot_steps, snapshots, recalls, rows = [], [], [], []
-
-    def take_snapshot(step: int) -> None:
-        with torch.no_grad():
-            embedding = model(toy.points).embedding
-        snapshot_steps.append(step)
-        snapshots.append(embedding.numpy().copy())
-        recalls.append(recall_at_k(embedding[toy.held_out], test.fine, ks=(1,))[1])
-
-    take_snapshot(0)
-    for step in range(1, steps + 1):
-        out = model(train.points)
-        bank = out.embedding.detach()
+    snapshot, entry = _snapshot(model, toy, 0)
+    snapshots, metrics, rows = [snapshot], [entry], []
+    for iteration in range(1, steps + 1):
+        selection = "random" if method != "triplet" and iteration <= warmup_steps else method
         anchors = sample_anchors(valid, batch_size, anchor_generator)
-        if method == "triplet":
-            triplets = random_triplets(train.fine, anchors, pick_generator)
-            emb = out.embedding[triplets]
-            d_rp = pairwise_distance(emb[:, 0], emb[:, 1])
-            d_rn = pairwise_distance(emb[:, 0], emb[:, 2])
-            total = triplet_loss(d_rp, d_rn, triplet_margin).mean()
-            parts = {
-                "loss": float(total.detach()),
-                "d_rpp": float(d_rp.detach().mean()),
-                "d_rn": float(d_rn.detach().mean()),
-            }
-            fallbacks = torch.zeros(len(anchors), 2, dtype=torch.bool)
-        else:
-            pick = "random" if step <= warmup_steps else method
-            quads, fallbacks = select_quadruplets(
-                bank,
-                train.fine,
-                train.coarse,
-                anchors,
-                pick,
-                pick_generator,
-                return_fallbacks=True,
-            )
-            ref = quads[:, 0]
-            total, parts = loss_fn(
-                out.embedding[quads],
-                out.coarse_logits[ref],
-                out.fine_logits[ref],
-                train.coarse[ref],
-                train_fine_index[ref],
-            )
-        optimizer.zero_grad()
-        total.backward()
-        optimizer.step()
-        rows.append(
-            {
-                "step": step,
-                **parts,
-                "fallback_pp": float(fallbacks[:, 0].float().mean()),
-                "fallback_pn": float(fallbacks[:, 1].float().mean()),
-            }
-        )
-        if step % snapshot_every == 0 or step == steps:
-            take_snapshot(step)
-
-    return ToyTrainingHistory(
-        method=method,
-        log=pd.DataFrame(rows),
-        snapshot_steps=np.asarray(snapshot_steps),
-        snapshots=np.stack(snapshots),
-        recall_at_1=np.asarray(recalls, dtype=float),
-    )
-
-
-def training_curves(histories: Mapping[str, ToyTrainingHistory]) -> pd.DataFrame:
-    """One long table of every method's log: method, step, loss parts, fallback rates and
-    held-out recall_at_1 (filled at snapshot steps only, NaN elsewhere; step 0 has no loss)."""
-    frames = []
-    for method, history in histories.items():
-        recall = pd.DataFrame({"step": history.snapshot_steps, "recall_at_1": history.recall_at_1})
-        frame = history.log.merge(recall, on="step", how="outer").sort_values("step")
-        frame.insert(0, "method", method)
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+        parts = toy_step(model, optimizer, loss_fn, train, anchors, selection, pick_generator)
+        rows.append({"iteration": iteration, "lr": lr, **parts})
+        if iteration % snapshot_every == 0 or iteration == steps:
+            snapshot, entry = _snapshot(model, toy, iteration)
+            snapshots.append(snapshot)
+            metrics.append(entry)
+    return ToyTrainingHistory(method, as_frame(rows), metrics, np.stack(snapshots))
 
 
 def final_recall(histories: Mapping[str, ToyTrainingHistory]) -> dict[str, float]:
-    """{method: held-out Recall@1 in percent after the last step}."""
-    return {method: 100 * h.final_recall_at_1 for method, h in histories.items()}
+    """{method: held-out Recall@1 in percent after the last iteration}."""
+    return {method: history.metrics[-1]["R@1"] for method, history in histories.items()}
+
+
+def save_histories(histories: Mapping[str, ToyTrainingHistory], folder: str | Path) -> Path:
+    """Write each method's history as a run folder does: `<folder>/<method>/log.csv` and
+    `<folder>/<method>/metrics.json`, plus `<folder>/final_recall.json`. Returns `folder`."""
+    folder = Path(folder)
+    for method, history in histories.items():
+        (folder / method).mkdir(parents=True, exist_ok=True)
+        history.log.to_csv(folder / method / "log.csv", index=False)
+        write_json(folder / method / "metrics.json", history.metrics)
+    iterations = {method: h.metrics[-1]["iteration"] for method, h in histories.items()}
+    summary = {
+        "metric": "held-out Recall@1 (%)",
+        "iterations": iterations,
+        "recall_at_1": final_recall(histories),
+    }
+    write_json(folder / "final_recall.json", summary)
+    return folder

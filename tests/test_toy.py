@@ -2,15 +2,18 @@
 loops over the SPEC's rules, the tiny trainer, and the notebook at smoke size."""
 
 import json
-import math
 import os
 import sys
+from functools import partial
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from qlib import toy
+from qlib.logs import LOG_COLUMNS
+from qlib.losses import QuadrupletLoss
 from qlib.miners import valid_anchors
 
 
@@ -119,7 +122,7 @@ def test_mining_statistics_matches_brute_force():
     data = small_toy()
     stats = toy.mining_statistics(data.plane, data.fine, data.coarse, n_anchors=25, seed=1)
     assert list(stats.columns) == [
-        "method", "anchor", "d_rpp", "d_rpn", "d_rn", "fallback_pp", "fallback_pn",
+        "method", "anchor", "d_rpp", "d_rpn", "d_rn", "fallback_pos", "fallback_neg",
     ]  # fmt: skip
     assert stats.groupby("method").size().to_dict() == {"method1": 25, "method2": 25, "random": 25}
     # Every method sees the same anchors.
@@ -128,12 +131,12 @@ def test_mining_statistics_matches_brute_force():
     fine, coarse = data.fine.tolist(), data.coarse.tolist()
     for row in stats[stats["method"] != "random"].itertuples():
         quad, fallbacks, dist = brute_force_pick(data.plane, fine, coarse, row.anchor, row.method)
-        assert [row.fallback_pp, row.fallback_pn] == fallbacks
+        assert [row.fallback_pos, row.fallback_neg] == fallbacks
         for column, index in zip(("d_rpp", "d_rpn", "d_rn"), quad[1:], strict=True):
             assert getattr(row, column) == pytest.approx(dist[index], abs=1e-5)
     # Random: members from the right candidate sets, never a fallback.
     random_rows = stats[stats["method"] == "random"]
-    assert not random_rows[["fallback_pp", "fallback_pn"]].to_numpy().any()
+    assert not random_rows[["fallback_pos", "fallback_neg"]].to_numpy().any()
 
 
 def test_mining_summary_counts_ordered_quadruplets():
@@ -147,7 +150,7 @@ def test_mining_summary_counts_ordered_quadruplets():
         )  # a loop, against the vectorised mean
         assert summary.loc[method, "already ordered (%)"] == pytest.approx(100 * ordered / 20)
         assert summary.loc[method, "fallback P+ (%)"] == pytest.approx(
-            100 * frame["fallback_pp"].mean()
+            100 * frame["fallback_pos"].mean()
         )
     with pytest.raises(ValueError):
         toy.mining_summary(stats.drop(columns="d_rn"))
@@ -189,22 +192,42 @@ def test_random_triplets_draw_from_the_right_sets(gen):
 
 
 @pytest.mark.parametrize("method", toy.TRAIN_METHODS)
-def test_train_toy_embedding_runs_every_method(method):
+def test_train_toy_embedding_logs_in_the_one_schema(method):
     data = small_toy(dim=6, points_per_class=5)
     history = toy.train_toy_embedding(data, method, steps=5, batch_size=8, snapshot_every=2)
     assert history.method == method
-    assert history.log["step"].tolist() == [1, 2, 3, 4, 5]
-    assert np.isfinite(history.log.drop(columns="step").to_numpy(dtype=float)).all()
-    assert {"loss", "d_rpp", "d_rn", "fallback_pp", "fallback_pn"} <= set(history.log.columns)
-    if method != "triplet":
-        assert {"joint", "global", "classification", "d_rpn"} <= set(history.log.columns)
-    assert history.snapshot_steps.tolist() == [0, 2, 4, 5]
+    log = history.log
+    assert set(log.columns) <= set(LOG_COLUMNS)  # the image trainer's names: one plotter
+    assert list(log.columns) == [c for c in LOG_COLUMNS if c in log.columns]  # schema order
+    assert log["iteration"].tolist() == [1, 2, 3, 4, 5]
+    assert np.isfinite(log.to_numpy(dtype=float)).all()
+    assert all(isinstance(v, float) for v in log.drop(columns="iteration").iloc[0])
+    assert {"lr", "loss", "d_rpp", "d_rn"} <= set(log.columns)
+    if method == "triplet":  # no hypersphere, no heads: no fallbacks, no eq. 3-5 parts
+        assert "triplet" in log and not {"fallback_pos", "joint", "d_rpn"} & set(log.columns)
+    else:
+        parts = {"joint", "global", "classification", "d_rpn", "fallback_pos", "fallback_neg"}
+        assert parts <= set(log.columns)
+    assert [m["iteration"] for m in history.metrics] == [0, 2, 4, 5]
+    assert all(set(m) == {"iteration", "R@1"} and 0 <= m["R@1"] <= 100 for m in history.metrics)
     assert history.snapshots.shape == (4, len(data), 2)
     norms = np.linalg.norm(history.snapshots, axis=-1)
     assert np.allclose(norms, 1.0, atol=1e-5)  # L2-normalised: on the unit circle
-    assert history.recall_at_1.shape == (4,)
-    assert ((history.recall_at_1 >= 0) & (history.recall_at_1 <= 1)).all()
-    assert math.isclose(history.final_recall_at_1, history.recall_at_1[-1])
+    assert toy.final_recall({method: history}) == {method: history.metrics[-1]["R@1"]}
+
+
+def test_held_out_recall_is_recall_at_1_of_the_snapshot_in_percent():
+    data = small_toy(dim=6, points_per_class=5)
+    history = toy.train_toy_embedding(data, "method1", steps=4, batch_size=8, snapshot_every=2)
+    for snapshot, entry in zip(history.snapshots, history.metrics, strict=True):
+        held = data.held_out.numpy()
+        emb, fine = snapshot[held], data.fine.numpy()[held]
+        hits = 0
+        for i in range(len(emb)):  # a loop: the nearest other held-out point shares the class
+            d = np.linalg.norm(emb - emb[i], axis=1)
+            d[i] = np.inf
+            hits += fine[int(np.argmin(d))] == fine[i]
+        assert entry["R@1"] == pytest.approx(100 * hits / len(emb))
 
 
 def test_training_starts_from_the_same_weights_and_is_deterministic():
@@ -215,15 +238,57 @@ def test_training_starts_from_the_same_weights_and_is_deterministic():
     assert np.array_equal(histories["random"].snapshots[0], histories["method2"].snapshots[0])
     again = toy.train_toy_embedding(data, "method2", **kwargs)
     assert np.array_equal(again.snapshots, histories["method2"].snapshots)
+    assert (
+        again.log.equals(histories["method2"].log) and again.metrics == histories["method2"].metrics
+    )
     # warmup: the first steps of a quadruplet method are random quadruplets.
     warm = toy.train_toy_embedding(data, "method2", warmup_steps=4, **kwargs)
     assert np.array_equal(warm.snapshots, histories["random"].snapshots)
-    curves = toy.training_curves(histories)
-    assert set(curves["method"]) == {"random", "method2"}
-    assert curves["recall_at_1"].notna().sum() == 2 * 3  # snapshots at steps 0, 2, 4
-    final = toy.final_recall(histories)
-    assert final["random"] == pytest.approx(100 * histories["random"].recall_at_1[-1])
     assert torch.get_num_threads() == threads  # the trainer's one-thread mode is undone
+
+
+def test_save_histories_writes_run_shaped_files(tmp_path):
+    data = small_toy(dim=6, points_per_class=5)
+    kwargs = {"steps": 3, "batch_size": 8, "snapshot_every": 2}
+    histories = {m: toy.train_toy_embedding(data, m, **kwargs) for m in ("random", "triplet")}
+    assert toy.save_histories(histories, tmp_path) == tmp_path
+    for method, history in histories.items():
+        log = pd.read_csv(tmp_path / method / "log.csv")
+        pd.testing.assert_frame_equal(log, history.log, check_dtype=False)
+        metrics = json.loads((tmp_path / method / "metrics.json").read_text())
+        assert metrics == history.metrics
+    final = json.loads((tmp_path / "final_recall.json").read_text())
+    assert final["recall_at_1"] == toy.final_recall(histories)
+    assert final["iterations"] == {"random": 3, "triplet": 3}
+
+
+@pytest.mark.parametrize("method", ["random", "method2", "triplet"])
+def test_toy_training_learns(method):
+    data = toy.make_toy(3, 3, 10, dim=6, seed=0)
+    history = toy.train_toy_embedding(data, method, steps=60, batch_size=16, snapshot_every=60)
+    loss = history.log["loss"]
+    assert loss.iloc[-10:].mean() < 0.85 * loss.iloc[:10].mean()
+    first, last = history.metrics[0]["R@1"], history.metrics[-1]["R@1"]
+    assert last > first + 20  # held-out Recall@1 (%): zero-shot retrieval improves
+
+
+def test_toy_step_is_one_iteration_of_the_loop(gen):
+    data = small_toy(dim=6, points_per_class=5)
+    train = data.subset(~data.held_out)
+    fine_ids = torch.unique(train.fine, return_inverse=True)[1]
+    train = toy.ToyData(train.points, fine_ids, train.coarse, train.plane, train.held_out)
+    model = toy.ToyEmbeddingNet(6, 3, int(fine_ids.max()) + 1)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    anchors = torch.arange(0, len(train), 4)
+    row = toy.toy_step(model, optimizer, QuadrupletLoss(), train, anchors, "method1", gen)
+    assert set(row) == {"loss", "joint", "global", "classification", "d_rpp", "d_rpn", "d_rn",
+                        "fallback_pos", "fallback_neg"}  # fmt: skip
+    assert all(type(v) is float for v in row.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    triplet = partial(toy.triplet_baseline, margin=0.2)
+    row = toy.toy_step(model, optimizer, triplet, train, anchors, "triplet", gen)
+    assert set(row) == {"loss", "triplet", "d_rpp", "d_rn"}
 
 
 def test_train_toy_embedding_rejects_bad_input():
@@ -269,7 +334,7 @@ def test_notebook_02_at_smoke_size(tmp_path, monkeypatch):
     ):
         path = run_root / "figures" / name
         assert path.is_file() and path.stat().st_size > 0, name
-    for name in ("mining_stats.csv", "training_curves.csv", "final_recall.json"):
+    for name in ("mining_stats.csv", "random/log.csv", "method1/metrics.json", "final_recall.json"):
         assert (run_root / "toy" / name).is_file(), name
     final = json.loads((run_root / "toy" / "final_recall.json").read_text())
     assert set(final["recall_at_1"]) == {"method1", "method2", "random", "triplet"}

@@ -1,0 +1,96 @@
+"""Every figure of the project, grouped by what it shows, in one fixed style.
+
+    scheme.py      the shared encodings: coarse class = colour, fine class = marker,
+                   quadruplet roles (R, P+, P-, N) and split colours
+    data.py        the dataset (notebook 01)
+    mining.py      Fig. 2 panels, mining statistics, toy snapshots and animation (notebook 02)
+    training.py    training curves of a run or of several (notebooks 02, 03)
+    evaluation.py  UMAP, retrieval grid, distance histograms, per-coarse bars (notebook 04)
+    table.py       Table 1 bars (notebook 05)
+
+Plots draw from arrays and DataFrames; they never train or load checkpoints. Every figure is
+saved from code with `save_figure` (animations too, as GIFs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+from matplotlib.animation import Animation, PillowWriter
+
+from ..utils import repo_root, resolve_path
+from .data import (
+    plot_class_counts,
+    plot_coarse_fine_tree,
+    plot_examples_per_coarse,
+    plot_fine_examples,
+)
+from .evaluation import plot_distance_histograms, plot_per_coarse, plot_retrieval_grid, plot_umap
+from .mining import (
+    animate_toy_training,
+    plot_mining_panels,
+    plot_mining_statistics,
+    plot_toy_training_snapshots,
+)
+from .table import plot_table1_bars
+from .training import plot_training_curves
+
+__all__ = [
+    "FIGURES_DIR",
+    "animate_toy_training",
+    "figures_folder",
+    "plot_class_counts",
+    "plot_coarse_fine_tree",
+    "plot_distance_histograms",
+    "plot_examples_per_coarse",
+    "plot_fine_examples",
+    "plot_mining_panels",
+    "plot_mining_statistics",
+    "plot_per_coarse",
+    "plot_retrieval_grid",
+    "plot_table1_bars",
+    "plot_toy_training_snapshots",
+    "plot_training_curves",
+    "plot_umap",
+    "save_figure",
+    "set_style",
+]
+
+FIGURES_DIR = repo_root() / "figures"
+STYLE = {"context": "notebook", "style": "whitegrid", "palette": "tab10"}
+DPI = 120
+
+
+def set_style() -> None:
+    """The project's one plotting style (applied on import)."""
+    sns.set_theme(**STYLE)
+    plt.rcParams.update({"figure.dpi": DPI, "savefig.dpi": DPI, "savefig.bbox": "tight"})
+
+
+def save_figure(fig, name: str, folder: str | Path | None = None) -> Path:
+    """Save a figure as `<folder>/<name>` (PNG unless `name` has a suffix), or a matplotlib
+    animation (GIF, 4 frames/s, written by Pillow: no external program) and close its figure;
+    folder defaults to `figures/`. Returns the path."""
+    folder = Path(folder) if folder is not None else FIGURES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(fig, Animation):
+        path = folder / (name if Path(name).suffix else f"{name}.gif")
+        fig.save(path, writer=PillowWriter(fps=4), dpi=80)
+        plt.close(fig._fig)  # the animation's figure is done with
+        return path
+    path = folder / (name if Path(name).suffix else f"{name}.png")
+    fig.savefig(path)
+    return path
+
+
+def figures_folder(run_root: str | Path, smoke: bool, figures_dir: str | Path = "") -> Path:
+    """Where a notebook saves its figures: `figures_dir` when given, else `<run_root>/figures`
+    at smoke size (tests never overwrite the committed figures), else the repository's figures/."""
+    if str(figures_dir):
+        return resolve_path(figures_dir)
+    return resolve_path(run_root) / "figures" if smoke else FIGURES_DIR
+
+
+set_style()
