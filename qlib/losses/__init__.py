@@ -38,6 +38,7 @@ from .paper import (
     pairwise_distance,
     quadruplet_distances,
     triplet_loss,
+    value_checks,
 )
 
 __all__ = [
@@ -73,4 +74,5 @@ __all__ = [
     "semihard_triplet_loss",
     "triplet_global_loss",
     "triplet_loss",
+    "value_checks",
 ]

@@ -18,6 +18,9 @@ forces a host synchronisation on every training step. The trainer checks that th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import NamedTuple
 
 import torch
@@ -39,6 +42,7 @@ __all__ = [
     "pairwise_distance",
     "quadruplet_distances",
     "triplet_loss",
+    "value_checks",
 ]
 
 # Clamp of the squared distance: sqrt stays differentiable (gradient 0 below it).
@@ -51,9 +55,23 @@ REDUCTIONS = ("sum", "mean")
 # ----------------------------------------------------------------------------------------------
 
 
+_VALUE_CHECKS: ContextVar[bool] = ContextVar("qlib_loss_value_checks", default=True)
+
+
+@contextmanager
+def value_checks(enabled: bool) -> Iterator[None]:
+    """Turn the checks of tensor values on or off within the block. The trainer turns them off:
+    it checks the embeddings and the loss itself, naming the iteration and the bank indices."""
+    token = _VALUE_CHECKS.set(enabled)
+    try:
+        yield
+    finally:
+        _VALUE_CHECKS.reset(token)
+
+
 def inspect_values(x: Tensor) -> bool:
     """Whether to check a tensor's values: on the CPU only (on a GPU it costs a host sync)."""
-    return x.device.type == "cpu"
+    return x.device.type == "cpu" and _VALUE_CHECKS.get()
 
 
 def check_float(name: str, x: object, ndim: int) -> Tensor:

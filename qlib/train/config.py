@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import checks
+from .. import losses as qlosses
 from .. import miners as qminers
 
 QUADRUPLET_METHODS = tuple(qminers.METHODS)  # ("random", "method1", "method2")
@@ -77,9 +78,10 @@ class TrainConfig:
     triplet_margin: float = 0.2  # semihard and triplet_global (FaceNet's margin)
     global_margin: float = 0.4  # t of the triplet global loss (Kumar et al. 2016)
     lambda_global: float = 1.0  # weight of the triplet global loss
-    lifted_neg_margin: float = 1.0  # alpha of Song et al. 2016
-    npairs_l2: float = 0.002  # Sohn 2016: L2 penalty on the (unnormalised) embeddings
+    lifted_margin: float = 1.0  # alpha of Song et al. 2016
+    npairs_l2_reg: float = 0.002  # lambda of Sohn 2016's L2 penalty on the raw embeddings
     clustering_margin: float = 1.0  # gamma of the structured margin (Song et al. 2017)
+    clustering_refine_steps: int = 5  # rounds of Song et al. 2017's medoid refinement
     images_per_class: int = 4  # K of the class-balanced baseline batches (P classes x K)
     # Optimisation.
     optimizer: str = "sgd"  # "sgd" (paper) | "adam"
@@ -121,7 +123,14 @@ class TrainConfig:
                 checks.integer(name, getattr(self, name), 1)
         if self.stop_after_iterations is not None:
             checks.integer("stop_after_iterations", self.stop_after_iterations, 1)
-        for name in ("epochs", "num_workers", "seed", "data_seed", "warmup_epochs"):
+        for name in (
+            "epochs",
+            "num_workers",
+            "seed",
+            "data_seed",
+            "warmup_epochs",
+            "clustering_refine_steps",
+        ):
             checks.integer(name, getattr(self, name), 0)
         checks.integer("classifier_epochs", self.classifier_epochs, 1)
         checks.integer("images_per_class", self.images_per_class, 2)  # a class needs a pair
@@ -216,20 +225,32 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+# Per method, in every preset: Lifted Structure and N-Pairs are defined on the network's raw
+# embeddings (docs/spec.md, "Baselines"), so their model does not L2-normalise.
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    m: {"normalize": False} for m in BASELINE_METHODS if not qlosses.NORMALIZED[m]
+}
+
 # Per preset and method: settings that differ by method (learning rates chosen on validation
 # classes by `make tune`, see docs/spec.md). Applied after the preset, before the caller's.
 METHOD_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {"paper": {}, "demo": {}, "smoke": {}}
 
 
 def config_from_preset(name: str, **overrides: Any) -> TrainConfig:
-    """The preset's TrainConfig with the method's settings and `overrides` applied. An override
+    """The preset's TrainConfig with the method's defaults, the preset's settings for the method
+    and `overrides` applied, in that order. An override
     equal to "" keeps the preset's value, so notebook parameters can stay flat literals."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}.")
     _check_fields(overrides)
     overrides = {k: v for k, v in overrides.items() if not (isinstance(v, str) and v == "")}
     method = overrides.get("method", PRESETS[name].get("method", TrainConfig.method))
-    values = {**PRESETS[name], **METHOD_SETTINGS[name].get(method, {}), **overrides}
+    values = {
+        **PRESETS[name],
+        **METHOD_DEFAULTS.get(method, {}),
+        **METHOD_SETTINGS[name].get(method, {}),
+        **overrides,
+    }
     if str(values.get("init", "")).lower() == "none":
         values["init"] = "scratch"
     return TrainConfig(**values)

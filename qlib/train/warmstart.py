@@ -46,7 +46,12 @@ def classifier_key(config: TrainConfig, data: RunData) -> str:
             "amp",
         )
     }
-    settings |= {"image_size": data.image_size, "n_coarse": data.n_coarse, "lr": CLASSIFIER_LR, "version": 1}
+    settings |= {
+        "image_size": data.image_size,
+        "n_coarse": data.n_coarse,
+        "lr": CLASSIFIER_LR,
+        "version": 1,
+    }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode() + images)
     return digest.hexdigest()[:16]
 
