@@ -1,14 +1,10 @@
-"""CUB-200-2011 (Wah et al. 2011): 11,788 images of 200 bird species.
+"""CUB-200-2011 (Wah et al. 2011): 11,788 images of 200 bird species, in its official layout
+CUB_200_2011/ (images.txt, image_class_labels.txt, classes.txt, images/).
 
 Zero-shot protocol of deep metric learning: species 1-100 train (5,864 images), 101-200 test
-(5,924); fine = class id - 1. The dataset's train_test_split.txt splits the images of every
-species for classification (each species in both splits), so it is not read. No coarse labels
-are published: "lastword58", the default vocabulary, is the last word of the species name
-(Albatross, Warbler, Sparrow, ...) with a short list of documented exceptions (data/README.md).
-
-Official layout: CUB_200_2011/ holds images.txt (`1 001.Black_footed_Albatross/Black_Footed_
-Albatross_0046_18.jpg`), image_class_labels.txt (`1 1`), classes.txt (`1 001.Black_footed_
-Albatross`) and the images under images/.
+(5,924); fine = class id - 1. train_test_split.txt (a classification split: every species on
+both sides) is not read. Coarse: "lastword58", the last word of the species name with 15
+documented exceptions (data/README.md), or the user's own mapping.
 """
 
 from __future__ import annotations

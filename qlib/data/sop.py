@@ -1,10 +1,8 @@
-"""Stanford Online Products (Song et al. 2016): 120,053 images of 22,634 products (fine classes)
-in 12 super-categories (coarse classes), with an official zero-shot split: 59,551 training
-images of 11,318 products, 60,502 test images of the other 11,316.
-
-Official layout: Stanford_Online_Products/ holds Ebay_train.txt and Ebay_test.txt, each a header
-line `image_id class_id super_class_id path` then one row per image, such as
-`1 1 1 bicycle_final/111085122871_0.JPG`, the images in one folder per super-category.
+"""Stanford Online Products (Song et al. 2016): 120,053 images of 22,634 products (fine) in 12
+super-categories (coarse), official zero-shot split 59,551 train / 60,502 test images. Layout:
+Stanford_Online_Products/ with Ebay_train.txt and Ebay_test.txt (header `image_id class_id
+super_class_id path`, rows such as `1 1 1 bicycle_final/111085122871_0.JPG`) beside one image
+folder per super-category.
 """
 
 from __future__ import annotations
