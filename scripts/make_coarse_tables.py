@@ -1,4 +1,4 @@
-"""Generate the coarse-label tables of Stanford Cars 196 from the official class names.
+"""Generate the coarse-label tables of Stanford Cars 196 and CUB-200-2011 from their class names.
 
     .venv/bin/python scripts/make_coarse_tables.py            # writes data/coarse/*.csv
     .venv/bin/python scripts/make_coarse_tables.py --check    # fails if the CSVs are stale
@@ -17,6 +17,10 @@ vocabularies below are ours, each built by a rule stated here (docs/spec.md, "Da
   words (MULTI_WORD_MAKES). Hyphenated makes ("Rolls-Royce", "Mercedes-Benz") are one word
   already; "HUMMER" (GM's brand) and "AM General" (the Hummer H1's maker) stay apart, as do
   "Ram" and "Dodge", because the class names spell them apart. 49 makes.
+- lastword58 (CUB-200-2011, which has no coarse labels either): the last word of the species
+  name ("Black footed Albatross" -> Albatross, "Le Conte Sparrow" -> Sparrow), except the 15
+  species of CUB_MANUAL whose last word is no group name of the list or whose group is named
+  by other species (one line of reason each). 58 labels, 44 of them in species 1-100.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
 CLASS_NAMES_FILE = REPO / "data" / "stanford_cars_class_names.txt"
+CUB_NAMES_FILE = REPO / "data" / "cub200_class_names.txt"
 OUT_DIR = REPO / "data" / "coarse"
 
 BODY9 = ("Sedan", "SUV", "Coupe", "Convertible", "Hatchback", "Wagon", "Minivan", "Van", "Cab")
@@ -51,6 +56,25 @@ BODY9_MANUAL = {
     "FIAT 500 Abarth 2012": ("Hatchback", "the 500 is a three-door hatchback"),
     "Jaguar XK XKR 2012": ("Coupe", "the XKR coupe; the convertible would say so"),
     "Lamborghini Gallardo LP 570-4 Superleggera 2012": ("Coupe", "the Superleggera is a coupe"),
+}
+
+# CUB species whose last word does not name their group: (coarse name, reason).
+CUB_MANUAL = {
+    "Chuck will Widow": ("Nightjar", "a nightjar; 'Widow' is part of its call-name"),
+    "Whip poor Will": ("Nightjar", "a nightjar; 'Will' is part of its call-name"),
+    "Nighthawk": ("Nightjar", "the Common Nighthawk is a nightjar"),
+    "Green Violetear": ("Hummingbird", "a hummingbird"),
+    "Sayornis": ("Flycatcher", "the phoebes' genus, tyrant flycatchers"),
+    "Western Wood Pewee": ("Flycatcher", "a tyrant flycatcher"),
+    "Geococcyx": ("Cuckoo", "the roadrunners' genus, in the cuckoo family"),
+    "Red legged Kittiwake": ("Gull", "kittiwakes are gulls"),
+    "Gadwall": ("Duck", "a dabbling duck"),
+    "Mallard": ("Duck", "a dabbling duck"),
+    "Ovenbird": ("Warbler", "a New World warbler"),
+    "American Redstart": ("Warbler", "a New World warbler"),
+    "Common Yellowthroat": ("Warbler", "a New World warbler"),
+    "Northern Waterthrush": ("Warbler", "a New World warbler"),
+    "Louisiana Waterthrush": ("Warbler", "a New World warbler"),
 }
 
 _YEAR = re.compile(r"^(19|20)\d\d$")
@@ -94,6 +118,42 @@ def make_label(name: str) -> str:
         if name.startswith(make + " "):
             return make
     return name.split()[0]
+
+
+def read_cub_names(path: str | Path = CUB_NAMES_FILE) -> list[str]:
+    """The 200 CUB species in official order, readable: '001.Black_footed_Albatross' ->
+    'Black footed Albatross'."""
+    lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    if len(lines) != 200:
+        raise ValueError(f"{path} should list 200 species, one per line; found {len(lines)}.")
+    return [re.sub(r"^\d+\.", "", line).replace("_", " ") for line in lines]
+
+
+def cub_label(name: str) -> tuple[str, str]:
+    """(coarse name, the rule or manual decision that gave it) of a CUB species."""
+    if name in CUB_MANUAL:
+        label, reason = CUB_MANUAL[name]
+        return label, f"manual: {reason}"
+    return name.split()[-1], "last word"
+
+
+def build_cub_tables(names: list[str]) -> dict[str, pd.DataFrame]:
+    """{"lastword58"} -> DataFrame(class_id 1..200, class_name, coarse_name, rule)."""
+    labels = [cub_label(n) for n in names]
+    table = pd.DataFrame(
+        {
+            "class_id": range(1, len(names) + 1),
+            "class_name": names,
+            "coarse_name": [label for label, _ in labels],
+            "rule": [rule for _, rule in labels],
+        }
+    )
+    found, first_half = table["coarse_name"].nunique(), table[:100]["coarse_name"].nunique()
+    if (found, first_half) != (58, 44):
+        raise ValueError(
+            f"lastword58 should have 58 labels, 44 in species 1-100: {found}, {first_half}."
+        )
+    return {"lastword58": table}
 
 
 def build_tables(names: list[str]) -> dict[str, pd.DataFrame]:
@@ -150,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare with the committed CSVs")
     args = parser.parse_args(argv)
-    tables = build_tables(read_class_names())
+    tables = {**build_tables(read_class_names()), **build_cub_tables(read_cub_names())}
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     stale = []
     for name, table in tables.items():
