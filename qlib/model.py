@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -284,12 +285,13 @@ class EmbeddingNet(nn.Module):
             raise ValueError(f"expected an image batch of shape (B, 3, H, W), got {got}.")
         if x.dtype == torch.uint8:
             x = x.to(self.pixel_mean.device, non_blocking=True).float()
-            return (x - self.pixel_mean) / self.pixel_std
-        if not x.is_floating_point():
+            x = (x - self.pixel_mean) / self.pixel_std
+        elif not x.is_floating_point():
             raise ValueError(
                 f"expected uint8 or float images of shape (B, 3, H, W), got dtype {x.dtype}."
             )
-        return x
+        # On a GPU the network runs in channels_last layout (faster convolutions).
+        return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
 
     def _raw_embedding(self, x: Tensor) -> Tensor:
         return self.embedding(self.backbone(self.prepare_input(x)))
@@ -316,54 +318,41 @@ class EmbeddingNet(nn.Module):
 
 @torch.no_grad()
 def embed_images(
-    model: nn.Module,
-    dataset: torch.utils.data.Dataset,
+    model: EmbeddingNet,
+    images: torch.utils.data.Dataset | torch.utils.data.DataLoader,
     batch_size: int = 256,
-    device: str | torch.device | None = "cpu",
-    num_workers: int = 0,
-    progress: bool = False,
+    *,
+    dtype: torch.dtype | None = None,
+    on_device: bool = False,
 ) -> Tensor:
-    """Embed every item of `dataset` in order -> float32 CPU tensor (N, d).
+    """Embed every image, in order -> float32 (N, d) on the CPU (on the model's device with
+    `on_device`). The one embedding routine: notebooks, evaluation and the bank refresh.
 
-    Items are tuples whose first element is an image tensor (3, H, W). Runs in eval mode without
-    gradients and restores the model's previous train/eval mode. `device` is where the batches
-    go and must be where the model is (None: the model's device); the model is not moved.
+    images: a Dataset whose items are tuples starting with an image (3, H, W), or a DataLoader
+    over one (the trainer passes its own, with workers). Runs in eval mode without gradients,
+    under autocast when `dtype` is given, and restores the model's train/eval mode.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-    if len(dataset) == 0:
-        raise ValueError("dataset is empty; expected at least one image to embed.")
-    model_device = next(model.parameters()).device
-    device = model_device if device is None else torch.device(device)
-    if device.type != model_device.type or (
-        device.index is not None and device.index != model_device.index
-    ):
-        raise ValueError(
-            f"the model is on {model_device} but device={str(device)!r}; move the model there "
-            "first or pass device=None."
-        )
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
-    )
-    batches = loader
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(loader, desc="embedding", unit="batch")
-    embed = model.embed if hasattr(model, "embed") else (lambda x: model(x).embedding)
+    if isinstance(images, torch.utils.data.DataLoader):
+        loader = images
+    else:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+        if len(images) == 0:
+            raise ValueError("the dataset is empty; expected at least one image to embed.")
+        generator = torch.Generator().manual_seed(0)  # never a draw from the global RNG
+        loader = torch.utils.data.DataLoader(images, batch_size=batch_size, generator=generator)
+    device = next(model.parameters()).device
+    autocast = nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
     was_training = model.training
     model.eval()
     try:
-        out = []
-        for batch in batches:
-            images = batch[0] if isinstance(batch, (list, tuple)) else batch
-            out.append(embed(images.to(device, non_blocking=True)).float().cpu())
+        with autocast:
+            parts = [model.embed(_first(batch).to(device, non_blocking=True)) for batch in loader]
     finally:
         model.train(was_training)
-    embeddings = torch.cat(out)
-    if embeddings.shape[0] != len(dataset):
-        raise ValueError(
-            f"embedded {embeddings.shape[0]} items but the dataset has {len(dataset)}; "
-            "expected one image per item."
-        )
-    return embeddings
+    embeddings = torch.cat(parts).float()
+    return embeddings if on_device else embeddings.cpu()
+
+
+def _first(batch: object) -> Tensor:
+    return batch[0] if isinstance(batch, (list, tuple)) else batch

@@ -264,10 +264,15 @@ def test_embed_images_order_shape_and_mode(start_in_train_mode):
     torch.testing.assert_close(embeddings, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_embed_images_progress_and_bad_input():
+def test_embed_images_from_a_loader_and_bad_input():
     model = small_net()
     dataset = TensorDataset(images(batch=3, size=32), torch.zeros(3))
-    assert embed_images(model, dataset, batch_size=2, progress=True).shape == (3, 16)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2)
+    torch.testing.assert_close(embed_images(model, loader), embed_images(model, dataset))
+    with torch.random.fork_rng():
+        state = torch.get_rng_state()
+        embed_images(model, dataset)
+        assert torch.equal(torch.get_rng_state(), state)  # no draw from the global RNG
     with pytest.raises(ValueError, match="empty"):
         embed_images(model, TensorDataset(torch.zeros(0, 3, 32, 32)))
     with pytest.raises(ValueError, match="batch_size"):

@@ -518,7 +518,7 @@ def test_training_learns(tmp_path, method):
 
     def measure(run_dir):
         model = qtrain.load_run(run_dir)[1]
-        embeddings = qtrain.embed_dataset(model, data.train_eval_set)
+        embeddings = qmodel.embed_images(model, data.train_eval_set)
         recall = qmetrics.recall_at_k(embeddings, data.train_fine, ks=(1,))[1]
         total = 0.0
         with torch.no_grad():

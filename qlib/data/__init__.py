@@ -22,11 +22,13 @@ from .coarse import COARSE_VOCABULARIES, coarse_table
 from .cub200 import cub200_class_names, load_cub200
 from .images import (
     HierarchicalImageDataset,
+    crop_and_flip,
     make_transforms,
     pixel_embeddings,
     read_image,
     read_resized,
     resize_side,
+    resize_transform,
 )
 from .manifest import (
     MANIFEST_COLUMNS,
@@ -44,6 +46,7 @@ from .stanford_cars import detect_stanford_layout, load_stanford_cars, stanford_
 from .synthetic import GENERATOR_VERSION, SYNTHETIC_SIZES, load_synthetic
 
 DATASETS = ("synthetic", "stanford_cars", "sop", "cub200", "manifest", "folder")
+DEFAULT_COARSE = {"stanford_cars": "suffix22", "cub200": "lastword58"}  # when coarse is ""
 
 
 def load_dataset(
@@ -76,9 +79,9 @@ def load_dataset(
     files = {"check_images": check_images, "skip_broken": skip_broken}
     given = coarse is not None and not (isinstance(coarse, str) and coarse == "")
     if name == "stanford_cars":
-        return load_stanford_cars(root, coarse if given else "suffix22", **files)
+        return load_stanford_cars(root, coarse if given else DEFAULT_COARSE[name], **files)
     if name == "cub200":
-        return load_cub200(root, coarse if given else "lastword58", **files)
+        return load_cub200(root, coarse if given else DEFAULT_COARSE[name], **files)
     if name == "sop":
         return load_stanford_online_products(root, **files)
     loader = load_manifest if name == "manifest" else load_folder_tree

@@ -56,21 +56,41 @@ def resize_side(image_size: int) -> int:
     return int(checks.integer("image_size", image_size, minimum=8) * 256 / 224)
 
 
-def make_transforms(image_size: int, train: bool) -> Callable[[Tensor], Tensor]:
-    """uint8 (3, H, W) -> uint8 (3, image_size, image_size), the paper's augmentation.
+def resize_transform(image_size: int) -> Callable[[Tensor], Tensor]:
+    """uint8 (3, H, W) -> its short side resized to `resize_side(image_size)` (antialiased)."""
+    from torchvision.transforms import v2
 
-    Both resize the short side to `resize_side(image_size)` (antialiased bilinear); train then
-    takes a random crop and a random horizontal flip (torch's global RNG, seeded per data-loader
-    worker), eval the center crop. No float conversion, no normalisation (the model's job).
+    return v2.Resize(resize_side(image_size), antialias=True)
+
+
+def crop_and_flip(image: Tensor, size: int, top: float, left: float, flip: float) -> Tensor:
+    """The random part of the augmentation, from explicit draws in [0, 1): a `size` x `size`
+    crop at fractions `top`, `left` of the free range, mirrored when `flip` >= 0.5.
+    (3, H, W) -> (3, size, size). The trainer draws them with its own generator."""
+    height, width = image.shape[-2:]
+    y, x = int(top * (height - size + 1)), int(left * (width - size + 1))
+    image = image[:, y : y + size, x : x + size]
+    return (image.flip(-1) if flip >= 0.5 else image).contiguous()
+
+
+def make_transforms(image_size: int, train: bool) -> Callable[[Tensor], Tensor]:
+    """uint8 (3, H, W) -> uint8 (3, image_size, image_size), the project's augmentation.
+
+    Both resize the short side to `resize_side(image_size)`; eval then takes the center crop,
+    train a random crop and a random horizontal flip (`crop_and_flip` with draws from torch's
+    global RNG; `qlib.train` draws them from the run's own generator instead). No float
+    conversion, no normalisation (the model's job).
     """
     from torchvision.transforms import v2
 
-    steps = [v2.Resize(resize_side(image_size), antialias=True)]
-    if train:
-        steps += [v2.RandomCrop(image_size), v2.RandomHorizontalFlip()]
-    else:
-        steps += [v2.CenterCrop(image_size)]
-    return v2.Compose(steps)
+    resize = resize_transform(image_size)
+    if not train:
+        return v2.Compose([resize, v2.CenterCrop(image_size)])
+
+    def augment(image: Tensor) -> Tensor:
+        return crop_and_flip(resize(image), image_size, *torch.rand(3).tolist())
+
+    return augment
 
 
 def shrink(image: Tensor, short_side: int) -> Tensor:

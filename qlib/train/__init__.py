@@ -2,7 +2,7 @@
 
     config.py     TrainConfig, PRESETS, config_from_preset
     data.py       the run's manifest and datasets, seeded loaders
-    batches.py    quadruplets over the bank, class-balanced baseline batches, embedding
+    batches.py    quadruplets over the bank, class-balanced baseline batches
     loop.py       train_step, the loop (fit) and train(config) -> run folder
     runs.py       the run folder: config.json, log.csv, metrics.json, safe checkpoints
     warmstart.py  init="classifier": the offline warm start
@@ -12,7 +12,7 @@ This is the one package that wires data, model, miners and losses together.
 """
 
 from ..logs import LOG_COLUMNS
-from .batches import class_balanced_batch, embed
+from .batches import class_balanced_batch
 from .config import (
     BASELINE_METHODS,
     INITS,
@@ -54,8 +54,6 @@ __all__ = [
     "build_datasets",
     "class_balanced_batch",
     "config_from_preset",
-    "embed",
-    "embed_dataset",
     "evaluate_run",
     "experiment_manifest",
     "initial_model",
@@ -71,26 +69,12 @@ __all__ = [
 ]
 
 
-def embed_dataset(model, dataset, batch_size: int = 256, device=None, num_workers: int = 0):
-    """Embeddings (N, d) float32 on the CPU of every item of `dataset`, in order (eval mode, no
-    gradient, float32): for notebooks. Training embeds through its own persistent loaders."""
-    import torch
-
-    device = next(model.parameters()).device if device is None else torch.device(device)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        generator=torch.Generator().manual_seed(0),
-    )
-    return embed(model, loader, device).cpu()
-
-
 def evaluate_run(run_dir, checkpoint="last", device="auto", batch_size=None) -> dict[str, float]:
     """Recall@K and NMI (percent) of a run's checkpoint on its evaluation split."""
     from .. import metrics as qmetrics
+    from ..model import embed_images
 
     config, model = load_run(run_dir, checkpoint, device=device)
     data = build_datasets(config)
-    embeddings = embed_dataset(model, data.eval_set, batch_size or config.eval_batch_size)
+    embeddings = embed_images(model, data.eval_set, batch_size or config.eval_batch_size)
     return qmetrics.retrieval_metrics(embeddings, data.eval_fine)

@@ -1,5 +1,5 @@
 """What each iteration trains on: quadruplets mined over the bank (Section 3.3), or the
-class-balanced batches of the baselines; and embedding a dataset (the bank, the evaluation).
+class-balanced batches of the baselines.
 
 Every draw uses the run's own CPU generators (`anchors` for anchors and Random's picks, `data`
 for batch composition and each image's crop and flip), so a run's batches depend only on
@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 
 from .. import miners as qminers
-from .hardware import autocast, to_device
 
 
 @dataclass
@@ -32,25 +31,6 @@ class Plan:
     items: list[list[tuple[int, int]]]
     seconds: list[float]
     bank_seconds: float = 0.0
-
-
-@torch.no_grad()
-def embed(
-    model: torch.nn.Module,
-    loader: torch.utils.data.DataLoader,
-    device: torch.device,
-    dtype: torch.dtype | None = None,
-) -> Tensor:
-    """Embed every image the loader yields, in order -> float32 (N, d) on `device` (eval mode,
-    no gradient, in `dtype`; the model's train/eval mode is restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with autocast(device, dtype):
-            parts = [model.embed(to_device(batch[0], device)).float() for batch in loader]
-    finally:
-        model.train(was_training)
-    return torch.cat(parts)
 
 
 def quadruplet_plan(

@@ -48,11 +48,14 @@ class TrainConfig:
     # Data. A manifest CSV (written by notebook 01) is read instead of dataset/root when given.
     dataset: str = "stanford_cars"  # one of DATASETS
     root: str | None = None  # the dataset's folder (stanford_cars, sop, cub200, folder)
-    coarse: str = "suffix22"  # coarse vocabulary: Stanford Cars suffix22|body9|make49; CUB
+    coarse: str = (
+        ""  # coarse vocabulary; "": the dataset's (Stanford Cars suffix22, CUB lastword58)
+    )
     synthetic_size: str = "demo"  # synthetic set: smoke | demo | cars196
     data_seed: int = 0  # seed of the synthetic generator
     manifest_path: str | None = None  # a manifest CSV (notebook 01's, or your own)
     cache_images: bool = False  # decode every image once into memory (small sets)
+    resize_cache: str = ""  # a folder for resized copies (short side 256 at 224 px): fast JPEGs
     eval_split: str = "test"  # "test": unseen classes; "val": held-out training classes (tuning)
     # Model (Fig. 1).
     backbone: str = "resnet101"  # smallcnn | resnet18 | resnet34 | resnet50 | resnet101

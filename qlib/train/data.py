@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from torchvision.transforms import v2
 
 from .. import data as qdata
 from .. import model as qmodel
@@ -89,8 +88,8 @@ def requested_source(config: TrainConfig) -> dict[str, Any]:
         source |= {"size": config.synthetic_size, "seed": config.data_seed}
     elif config.dataset in ROOTED_DATASETS:
         source["root"] = str(resolve_path(config.root)) if config.root else None
-        if config.dataset in ("stanford_cars", "cub200"):
-            source["coarse"] = config.coarse
+        if config.dataset in qdata.DEFAULT_COARSE:
+            source["coarse"] = config.coarse or qdata.DEFAULT_COARSE[config.dataset]
     return source
 
 
@@ -167,10 +166,14 @@ def build_datasets(config: TrainConfig) -> RunData:
     coarse_ids = {int(c): i for i, c in enumerate(sorted(manifest["coarse"].unique()))}
     image_size = config.image_size or qmodel.default_image_size(config.backbone)
     eval_tf = qdata.make_transforms(image_size, train=False)
-    resize = v2.Resize(int(image_size * 256 / 224), antialias=True)
     cache = config.cache_images
-    train_eval_set = qdata.HierarchicalImageDataset(train, eval_tf, cache)
-    train_resized = train_eval_set.with_transform(resize)  # one decoded cache for both views
+    files = {
+        "resize_cache": config.resize_cache or None,
+        "cache_side": qdata.resize_side(image_size),
+    }
+    train_eval_set = qdata.HierarchicalImageDataset(train, eval_tf, cache, **files)
+    # One decoded cache for both views of the training images.
+    train_resized = train_eval_set.with_transform(qdata.resize_transform(image_size))
     return RunData(
         manifest=manifest,
         train_manifest=train,
@@ -185,7 +188,7 @@ def build_datasets(config: TrainConfig) -> RunData:
         train_aug_set=AugmentedItems(
             CachedItems(train_resized) if cache else train_resized, image_size
         ),
-        eval_set=qdata.HierarchicalImageDataset(evaluation, eval_tf, config.cache_images),
+        eval_set=qdata.HierarchicalImageDataset(evaluation, eval_tf, cache, **files),
     )
 
 
@@ -204,14 +207,10 @@ class CachedItems(torch.utils.data.Dataset):
 
 
 class AugmentedItems(torch.utils.data.Dataset):
-    """The training view of an image, from draws made by the trainer's own generator.
-
-    Item `(index, top, left, flip)`, three numbers in [0, 1): the image (uint8, resized so its
-    short side is `size * 256 / 224`) cropped to `size` x `size` at those fractions of the free
-    range, mirrored when flip >= 0.5. Explicit draws instead of a transform's own randomness:
-    the same key gives the same image in any process, with any number of workers, and nothing
-    reads torch's global RNG.
-    """
+    """The training view of an image from draws made by the trainer's own generator: item
+    `(index, top, left, flip)` is `qlib.data.crop_and_flip` of the resized image `index`.
+    The same key gives the same image in any process, with any number of workers, and nothing
+    reads torch's global RNG."""
 
     def __init__(self, dataset: torch.utils.data.Dataset, size: int) -> None:
         self.dataset, self.size = dataset, size
@@ -220,12 +219,9 @@ class AugmentedItems(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, key: tuple[int, float, float, float]) -> Any:
-        index, top, left, flip = key
+        index, *draws = key
         image, *labels = self.dataset[index]
-        height, width = image.shape[-2:]
-        y, x = int(top * (height - self.size + 1)), int(left * (width - self.size + 1))
-        image = image[:, y : y + self.size, x : x + self.size]
-        return (image.flip(-1) if flip >= 0.5 else image).contiguous(), *labels
+        return qdata.crop_and_flip(image, self.size, *draws), *labels
 
 
 class PlannedBatches:

@@ -55,12 +55,6 @@ def configure(device: torch.device, model: torch.nn.Module) -> torch.nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
-def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A batch of images onto the device, in the layout the model expects there."""
-    images = images.to(device, non_blocking=True)
-    return images.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else images
-
-
 def out_of_memory(config: TrainConfig) -> CudaOutOfMemoryError:
     return CudaOutOfMemoryError(
         f"CUDA ran out of memory with batch_size={config.batch_size} quadruplets "

@@ -35,7 +35,7 @@ from .. import model as qmodel
 from ..logs import LogWriter, truncate_log
 from ..utils import resolve_device, seed_everything, write_json
 from . import hardware, runs
-from .batches import Plan, baseline_plan, embed, quadruplet_plan
+from .batches import Plan, baseline_plan, quadruplet_plan
 from .config import TrainConfig
 from .data import PlannedBatches, RunData, build_datasets, make_loader
 
@@ -108,7 +108,7 @@ def fit(run: Run) -> None:
             images = iter(run.loader_for(plan))
             for i in range(n_iterations):
                 tic = time.perf_counter()
-                batch_images = hardware.to_device(next(images)[0], run.device)
+                batch_images = next(images)[0].to(run.device, non_blocking=True)
                 tac = time.perf_counter()
                 result, finite = train_step(
                     run.model, run.loss_fn, run.optimizer, run.scaler, batch_images,
@@ -133,11 +133,10 @@ def next_plan(run: Run, method: str, n_iterations: int) -> Plan:
             run.members, n_iterations, 4 * config.batch_size, config.images_per_class, run.data_gen
         )
     tic = time.perf_counter()
-    bank = qminers.Bank(
-        embed(run.model, run.bank_loader, run.device, hardware.inference_dtype(run.dtype)),
-        run.fine,
-        run.coarse,
+    embeddings = qmodel.embed_images(
+        run.model, run.bank_loader, dtype=hardware.inference_dtype(run.dtype), on_device=True
     )
+    bank = qminers.Bank(embeddings, run.fine, run.coarse)
     bank_seconds = time.perf_counter() - tic
     plan = quadruplet_plan(
         bank, method, n_iterations, config.batch_size, run.anchor_gen, run.data_gen
@@ -254,8 +253,8 @@ class Run:
         self.pending.clear()
 
     def evaluate(self, final: bool) -> None:
-        embeddings = embed(
-            self.model, self.eval_loader, self.device, hardware.inference_dtype(self.dtype)
+        embeddings = qmodel.embed_images(
+            self.model, self.eval_loader, dtype=hardware.inference_dtype(self.dtype)
         )
         entry = {"epoch": self.epoch, "iteration": self.iteration}
         entry |= qmetrics.retrieval_metrics(embeddings.cpu(), self.data.eval_fine)

@@ -109,7 +109,7 @@ def train_classifier(config: TrainConfig, data: RunData, device: torch.device) -
     for (images, _, _), batch in zip(loader, batches, strict=True):
         index = torch.tensor([key[0] for key in batch], device=device)
         with hardware.autocast(device, dtype):
-            logits = model(hardware.to_device(images, device)).fine_logits
+            logits = model(images.to(device, non_blocking=True)).fine_logits
         loss = F.cross_entropy(logits.float(), labels[index])
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
