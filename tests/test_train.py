@@ -451,12 +451,11 @@ def test_classifier_warm_start_starts_higher_than_scratch_and_is_cached(tmp_path
 
 def test_a_manifest_built_for_another_dataset_is_refused(tmp_path):
     from qlib import data as qdata
-    from qlib.train.data import requested_source, write_manifest_source
 
     demo = qtrain.config_from_preset("demo", run_root=str(tmp_path))
     path = tmp_path / "data" / "manifest.csv"
-    qdata.save_manifest(qdata.load_synthetic("smoke"), path)
-    write_manifest_source(path, requested_source(qtrain.config_from_preset("smoke")))
+    source = qdata.dataset_source("synthetic", size="smoke")
+    qdata.save_manifest(qdata.load_synthetic("smoke"), path, source=source)
     cars = tmp_path / "cars"
     cars.mkdir()
     wrong = qtrain.config_from_preset(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..utils import resolve_path
 from .coarse import COARSE_VOCABULARIES, coarse_table
 from .cub200 import cub200_class_names, load_cub200
 from .images import (
@@ -37,6 +38,7 @@ from .manifest import (
     check_manifest,
     load_folder_tree,
     load_manifest,
+    manifest_source,
     save_manifest,
     split_by_fine_class,
     summarize,
@@ -86,3 +88,21 @@ def load_dataset(
         return load_stanford_online_products(root, **files)
     loader = load_manifest if name == "manifest" else load_folder_tree
     return loader(root, split_strategy, seed, **files)
+
+
+def dataset_source(
+    name: str,
+    root: str | Path | None = None,
+    coarse: str | Path | None = None,
+    size: str = "demo",
+    seed: int = 0,
+) -> dict:
+    """What a manifest is built from, as recorded beside it (`save_manifest(..., source=)`) and
+    compared by `qlib.train` before a run trains on it: the dataset, its resolved root (or CSV),
+    the coarse vocabulary in effect, the synthetic size and seed."""
+    if name == "synthetic":
+        return {"dataset": name, "size": size, "seed": seed}
+    source = {"dataset": name, "root": str(resolve_path(root)) if root else None}
+    if name in DEFAULT_COARSE:
+        source["coarse"] = str(coarse) if coarse else DEFAULT_COARSE[name]
+    return source

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..utils import read_json, write_json
 from .images import image_is_readable
 
 MANIFEST_COLUMNS = ("path", "fine", "coarse", "fine_name", "coarse_name", "split")
@@ -203,8 +204,10 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and path.name[0] != "."
 
 
-def save_manifest(manifest: pd.DataFrame, csv_path: str | Path) -> Path:
-    """Write a manifest as CSV, paths relative to the CSV's folder where possible."""
+def save_manifest(manifest: pd.DataFrame, csv_path: str | Path, source: dict | None = None) -> Path:
+    """Write a manifest as CSV, paths relative to the CSV's folder where possible. `source`
+    (what the manifest was built from, `qlib.data.dataset_source`) goes beside it as
+    source.json, so that a run never trains on another dataset's manifest by mistake."""
     csv_path = Path(csv_path)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     base = csv_path.parent.resolve()
@@ -216,7 +219,18 @@ def save_manifest(manifest: pd.DataFrame, csv_path: str | Path) -> Path:
             return str(path)
 
     manifest.assign(path=[relative(p) for p in manifest["path"]]).to_csv(csv_path, index=False)
+    sidecar = csv_path.with_name("source.json")
+    if source is not None:
+        write_json(sidecar, source)
+    else:
+        sidecar.unlink(missing_ok=True)  # a stale record would describe another manifest
     return csv_path
+
+
+def manifest_source(csv_path: str | Path) -> dict | None:
+    """What a manifest was built from (source.json beside it), or None for a user's own CSV."""
+    sidecar = Path(csv_path).with_name("source.json")
+    return read_json(sidecar) if sidecar.is_file() else None
 
 
 def load_manifest(

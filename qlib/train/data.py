@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .. import data as qdata
 from .. import model as qmodel
-from ..utils import read_json, resolve_path, write_json
+from ..utils import resolve_path
 from .config import TrainConfig
 
 ROOTED_DATASETS = ("stanford_cars", "sop", "cub200", "folder")
@@ -69,33 +69,16 @@ def experiment_manifest(run_root: str | Path) -> str:
     return str(path) if path.is_file() else ""
 
 
-def manifest_source(path: str | Path) -> dict[str, Any] | None:
-    """What a manifest was built from (`source.json` beside it, written by notebook 01), or None
-    for a CSV of the user's own."""
-    sidecar = Path(path).with_name("source.json")
-    return read_json(sidecar) if sidecar.is_file() else None
-
-
-def write_manifest_source(path: str | Path, source: dict[str, Any]) -> None:
-    """Record beside a manifest what it was built from (see `requested_source`)."""
-    write_json(Path(path).with_name("source.json"), source)
-
-
 def requested_source(config: TrainConfig) -> dict[str, Any]:
     """What the config asks for, in the form notebook 01 records beside a manifest."""
-    source: dict[str, Any] = {"dataset": config.dataset}
-    if config.dataset == "synthetic":
-        source |= {"size": config.synthetic_size, "seed": config.data_seed}
-    elif config.dataset in ROOTED_DATASETS:
-        source["root"] = str(resolve_path(config.root)) if config.root else None
-        if config.dataset in qdata.DEFAULT_COARSE:
-            source["coarse"] = config.coarse or qdata.DEFAULT_COARSE[config.dataset]
-    return source
+    return qdata.dataset_source(
+        config.dataset, config.root, config.coarse, config.synthetic_size, config.data_seed
+    )
 
 
 def _check_manifest_matches(config: TrainConfig, path: Path) -> None:
     """A manifest written for one dataset must not silently stand in for another."""
-    recorded = manifest_source(path)
+    recorded = qdata.manifest_source(path)
     if recorded is None or config.dataset == "manifest":
         return  # the user's own CSV, or "train on this manifest as it is"
     wanted = requested_source(config)
