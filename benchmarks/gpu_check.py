@@ -89,7 +89,8 @@ def cuda_tests(timeout: int) -> dict[str, Any]:
 
 
 def median_ms(fn, device: torch.device, repeats: int) -> float:
-    fn()
+    for _ in range(3):  # warm-up: allocator, kernels' first launches
+        fn()
     sync(device)
     times = []
     for _ in range(repeats):

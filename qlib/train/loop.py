@@ -445,7 +445,7 @@ def setup(config: TrainConfig, device: torch.device) -> Run | None:
         dtype=dtype,
         anchor_gen=torch.Generator().manual_seed(config.seed),
         data_gen=torch.Generator().manual_seed(config.seed + 1),
-        # An epoch: about one pass over the valid anchors, B anchors per iteration (per process).
+        # An epoch: about one pass over the valid anchors, N x B anchors per iteration (B each).
         iterations_per_epoch=config.iterations_per_epoch
         or max(1, math.ceil((valid or len(data.train_fine)) / (config.batch_size * world.size))),
         world=world,
