@@ -13,7 +13,9 @@ network on class-balanced batches of 4B images (P classes x K images) with its o
 
 `train(config)` returns the run folder (see `qlib.train.runs`). `train_step` is the step that
 notebook 03 shows; `fit` is the loop around it; everything else (setup, logging, checkpoints)
-sits in the small functions below them.
+sits in the small functions below them. Launched by torchrun, one run trains on several
+processes: the `run.world` calls are where they differ (`qlib.train.distributed`); in one
+process they change nothing.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from .. import miners as qminers
 from .. import model as qmodel
 from ..logs import LogWriter, truncate_log
 from ..utils import resolve_device, seed_everything, write_json
-from . import hardware, runs
+from . import distributed, hardware, runs
 from .batches import Plan, baseline_plan, quadruplet_plan
 from .config import TrainConfig
 from .data import PlannedBatches, RunData, build_datasets, make_loader
@@ -63,6 +65,7 @@ def train_step(
     fine: Tensor,
     coarse: Tensor,
     dtype: torch.dtype | None = None,
+    world: distributed.World = distributed.SINGLE,
 ) -> tuple[qlosses.LossOutput, Tensor]:
     """One optimisation step on one batch -> (the loss and its parts, finite rows).
 
@@ -70,11 +73,12 @@ def train_step(
     images in that order row by row (quadruplet methods), or (n,) training indices (baselines).
     fine, coarse: (N,) labels of the training split, on the device. Returns the LossOutput and
     a (B,) bool tensor saying which quadruplets (images) had finite embeddings; nothing here
-    waits for the GPU.
+    waits for the GPU. Across processes (`world`), `images` are this rank's part of `batch`.
     """
     model.train()
     with hardware.autocast(images.device, dtype):
         out = model(images)
+    out = world.gather_output(out, batch)  # the whole batch; this rank's rows carry gradient
     embeddings = out.embedding.float()
     if batch.dim() == 2:  # quadruplets: eq. 6 on (B, 4, d), eq. 4 on the anchors R
         n = batch.shape[0]
@@ -91,7 +95,7 @@ def train_step(
     else:
         result = loss_fn(embeddings, fine[batch], coarse[batch])
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(result.total).backward()
+    scaler.scale(world.objective(result.total)).backward()
     scaler.step(optimizer)
     scaler.update()
     return result, torch.isfinite(embeddings.detach()).flatten(1).all(1)
@@ -111,8 +115,8 @@ def fit(run: Run) -> None:
                 batch_images = next(images)[0].to(run.device, non_blocking=True)
                 tac = time.perf_counter()
                 result, finite = train_step(
-                    run.model, run.loss_fn, run.optimizer, run.scaler, batch_images,
-                    plan.batches[i].to(run.device), run.fine, run.coarse, run.dtype,
+                    run.step_model, run.loss_fn, run.optimizer, run.scaler, batch_images,
+                    plan.batches[i].to(run.device), run.fine, run.coarse, run.dtype, run.world,
                 )  # fmt: skip
                 run.iteration += 1
                 run.log_step(plan, i, result, finite, tac - tic, tic)
@@ -127,20 +131,16 @@ def segments(iterations_per_epoch: int, refresh_every: int | None) -> list[int]:
 
 def next_plan(run: Run, method: str, n_iterations: int) -> Plan:
     """Refresh the bank and select the segment's quadruplets, or sample baseline batches."""
-    config = run.config
     if method not in qminers.METHODS:
         return baseline_plan(
-            run.members, n_iterations, 4 * config.batch_size, config.images_per_class, run.data_gen
+            run.members, n_iterations, 4 * run.batch_size, run.config.images_per_class, run.data_gen
         )
     tic = time.perf_counter()
-    embeddings = qmodel.embed_images(
-        run.model, run.bank_loader, dtype=hardware.inference_dtype(run.dtype), on_device=True
-    )
+    embeddings = run.world.embed(run.model, run.bank_loader, hardware.inference_dtype(run.dtype))
     bank = qminers.Bank(embeddings, run.fine, run.coarse)
     bank_seconds = time.perf_counter() - tic
-    plan = quadruplet_plan(
-        bank, method, n_iterations, config.batch_size, run.anchor_gen, run.data_gen
-    )
+    plan = quadruplet_plan(bank, method, n_iterations, run.batch_size, run.anchor_gen, run.data_gen)
+    run.world.check_same(plan.batches)
     plan.bank_seconds = bank_seconds
     return plan
 
@@ -170,10 +170,15 @@ class Run:
     iteration: int = 0
     metrics: list[dict[str, Any]] = field(default_factory=list)
     pending: list[dict[str, Any]] = field(default_factory=list)  # rows not yet written
-    log: LogWriter | None = None
+    log: LogWriter | distributed.NullLog | None = None
     progress: Any = None
+    world: distributed.World = distributed.SINGLE  # the processes of the run
+    step_model: nn.Module | None = None  # what train_step runs: DDP's wrapper, or the model
 
     def __post_init__(self) -> None:
+        if self.step_model is None:
+            self.step_model = self.model
+        self.batch_size = self.config.batch_size * self.world.size  # the global batch, B each
         self.fine = self.data.train_fine.to(self.device)
         self.coarse = self.data.train_coarse.to(self.device)
         self.members = [
@@ -187,18 +192,22 @@ class Run:
             batch_sampler=self.sampler,
         )
         size = self.config.eval_batch_size
+        # Across processes each rank embeds its shard of the images; world.embed gathers them.
         self.bank_loader = make_loader(
-            self.data.train_eval_set, self.config, self.device, batch_size=size
+            self.world.shard(self.data.train_eval_set, size),
+            self.config,
+            self.device,
+            batch_size=size,
         )
         self.eval_loader = make_loader(
-            self.data.eval_set, self.config, self.device, batch_size=size
+            self.world.shard(self.data.eval_set, size), self.config, self.device, batch_size=size
         )
         # Log rows are converted to numbers in groups: on CUDA a float() per step would wait for
         # the GPU at every iteration.
         self.flush_every = 1 if self.device.type == "cpu" else 20
 
     def loader_for(self, plan: Plan) -> torch.utils.data.DataLoader:
-        self.sampler.plan(plan.items)
+        self.sampler.plan(self.world.local_items(plan.items, plan.batches))
         return self.batch_loader
 
     def log_step(
@@ -253,9 +262,11 @@ class Run:
         self.pending.clear()
 
     def evaluate(self, final: bool) -> None:
-        embeddings = qmodel.embed_images(
-            self.model, self.eval_loader, dtype=hardware.inference_dtype(self.dtype)
+        embeddings = self.world.embed(
+            self.model, self.eval_loader, hardware.inference_dtype(self.dtype)
         )
+        if not self.world.is_main:
+            return  # rank 0 computes the metrics and writes them
         entry = {"epoch": self.epoch, "iteration": self.iteration}
         entry |= qmetrics.retrieval_metrics(embeddings.cpu(), self.data.eval_fine)
         if final:
@@ -269,8 +280,11 @@ class Run:
         if self.epoch % self.config.eval_every == 0 or last:
             self.evaluate(final=last)
         self.save_checkpoint()
+        self.world.barrier()  # no rank starts the next epoch before rank 0 has saved this one
 
     def save_checkpoint(self) -> None:
+        if not self.world.is_main:
+            return
         payload = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -282,6 +296,7 @@ class Run:
             "epoch": self.epoch,
             "iteration": self.iteration,
             "done": self.epoch >= self.config.epochs,
+            "world_size": self.world.size,
         }
         folder = self.run_dir / runs.CHECKPOINT_DIR
         runs.save_checkpoint(folder / runs.LAST_CHECKPOINT, payload)
@@ -297,7 +312,8 @@ class Run:
         self.epoch, self.iteration = int(checkpoint["epoch"]), int(checkpoint["iteration"])
         kept = [m for m in runs.read_metrics(self.run_dir) if m["iteration"] <= self.iteration]
         self.metrics = [{k: v for k, v in m.items() if k != "final"} for m in kept]
-        truncate_log(self.run_dir / "log.csv", self.iteration)
+        if self.world.is_main:
+            truncate_log(self.run_dir / "log.csv", self.iteration)
 
 
 def _check_finite(row: dict[str, Any], finite: Tensor, batch: Tensor) -> None:
@@ -387,15 +403,17 @@ def initial_model(
 
 def setup(config: TrainConfig, device: torch.device) -> Run | None:
     """Build the run (fresh or resumed); None when `resume` finds it finished."""
+    world = distributed.world_for(device)  # this process alone, or torchrun's N
     run_dir = runs.run_dir_of(config)
     last = run_dir / runs.CHECKPOINT_DIR / runs.LAST_CHECKPOINT
     checkpoint = None
     if config.resume and last.is_file():
         checkpoint = runs.load_checkpoint(last)
         runs.check_resumable(runs.read_config(run_dir)["config"], config)
+        world.check_resume(checkpoint)
         if checkpoint["done"] and checkpoint["epoch"] >= config.epochs:
             return None
-    else:
+    elif world.is_main:  # rank 0 alone writes the run folder
         runs.fresh_start(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -409,6 +427,7 @@ def setup(config: TrainConfig, device: torch.device) -> Run | None:
             "no training image can anchor a quadruplet (each needs another image of its fine "
             "class and a sibling fine class in its coarse class); check the coarse labels."
         )
+    optimizer = make_optimizer(model, config)
     run = Run(
         config=config,
         device=device,
@@ -416,19 +435,23 @@ def setup(config: TrainConfig, device: torch.device) -> Run | None:
         data=data,
         model=model,
         loss_fn=make_loss(config),
-        optimizer=make_optimizer(model, config),
+        optimizer=optimizer,
         scaler=hardware.make_scaler(device, dtype),
         dtype=dtype,
         anchor_gen=torch.Generator().manual_seed(config.seed),
         data_gen=torch.Generator().manual_seed(config.seed + 1),
-        # An epoch: about one pass over the valid anchors, B anchors per iteration.
+        # An epoch: about one pass over the valid anchors, N x B anchors per iteration (B each).
         iterations_per_epoch=config.iterations_per_epoch
-        or max(1, math.ceil((valid or len(data.train_fine)) / config.batch_size)),
+        or max(1, math.ceil((valid or len(data.train_fine)) / (config.batch_size * world.size))),
+        world=world,
+        step_model=world.wrap(model, config),
     )
     if checkpoint is not None:
         run.restore(checkpoint)
-    else:
+    elif world.is_main:
         (run_dir / "log.csv").unlink(missing_ok=True)
+    if not world.is_main:
+        return run  # rank 0 alone writes config.json
     write_json(
         run_dir / "config.json",
         {
@@ -443,9 +466,10 @@ def setup(config: TrainConfig, device: torch.device) -> Run | None:
                 "n_fine": data.n_fine,
                 "image_size": data.image_size,
                 "iterations_per_epoch": run.iterations_per_epoch,
-                "images_per_iteration": 4 * config.batch_size,
+                "images_per_iteration": 4 * run.batch_size,
             },
             "model": model_kwargs(config, data),
+            "distributed": world.describe(),
             "resumed_from_epoch": run.epoch if checkpoint is not None else None,
         },
     )
@@ -473,7 +497,8 @@ def train(config: TrainConfig) -> Path:
     """Train one run as `config` says; returns its folder `<run_root>/<run name>`."""
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}.")
-    device = resolve_device(config.device)
+    # Under torchrun: this rank's GPU (LOCAL_RANK), and the process group is created.
+    device = distributed.world_for(resolve_device(config.device)).device
     try:
         with deterministic_cpu(device):
             run = setup(config, device)
@@ -491,9 +516,13 @@ def _train(run: Run) -> None:
     config = run.config
     total = config.epochs * run.iterations_per_epoch
     run.progress = tqdm(
-        total=total, initial=run.iteration, desc=config.name, unit="it", disable=not config.progress
+        total=total,
+        initial=run.iteration,
+        desc=config.name,
+        unit="it",
+        disable=not (config.progress and run.world.is_main),
     )
-    run.log = LogWriter(run.run_dir / "log.csv")
+    run.log = LogWriter(run.run_dir / "log.csv") if run.world.is_main else distributed.NullLog()
     try:
         if run.epoch == 0 and config.eval_at_start:
             run.evaluate(final=config.epochs == 0)
