@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from qlib import train as qtrain
+from qlib.model import embed_images
 from qlib.train import __main__ as cli
 from qlib.train import distributed
 from qlib.train import loop as qloop
-from qlib.train.batches import embed
 from qlib.train.data import make_loader
 
 REPO = Path(__file__).resolve().parent.parent
@@ -123,7 +123,7 @@ def worker_checks(folder: Path) -> None:
             }
             if world.is_main:  # the whole training split embedded here, in one process
                 loader = make_loader(run.data.train_eval_set, config, device, batch_size=16)
-                saved["bank_here"] = embed(run.model, loader, device)
+                saved["bank_here"] = embed_images(run.model, loader, on_device=True)
             images = iter(run.loader_for(plan))
             for i in range(2):
                 batch_images = next(images)[0]
