@@ -5,13 +5,14 @@
   reference, to read beside the paper.
 - `bank`: `Bank`, the same picks with the per-bank work done once and no host synchronisation
   per selection on CUDA: what the trainer calls every iteration.
+- `common`: what both share: input checks, draws on the CPU, chunks, exact float distances.
 
 A quadruplet is four bank indices (R, P+, P-, N); miners return indices, never embeddings.
 """
 
 from .bank import Bank
+from .common import METHODS
 from .reference import (
-    METHODS,
     count_fallbacks,
     hardest_negative,
     method1_key,

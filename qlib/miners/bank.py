@@ -28,8 +28,7 @@ from torch import Tensor
 
 from .. import checks
 from ..distances import shifted_squared_distances, squared_norms
-from .reference import (
-    candidate_counts,
+from .common import (
     check_anchors,
     check_bank,
     check_generator,
@@ -39,9 +38,8 @@ from .reference import (
     draw_uniforms,
     exact_distances,
     join,
-    kth_candidate,
-    pick_outside_sphere,
 )
+from .reference import candidate_counts, kth_candidate, pick_outside_sphere
 
 
 class Bank:
@@ -78,10 +76,10 @@ class Bank:
         self._by_sample = torch.stack(
             [window_starts[class_of], self.fine, self.coarse, class_of], 1
         )
-        # per sorted position (windows gather columns): bank index, fine, coarse, and the bank
-        # index less the rank within its class (Random's N, below)
+        # per sorted position (windows gather columns): bank index, fine, coarse, and how many
+        # samples of other classes precede it in bank order (Random's N, below)
         order = self._order
-        rank = torch.arange(n, device=device) - starts[class_of[order]]
+        rank = torch.arange(n, device=device) - starts[class_of[order]]  # rank in its class
         self._by_position = torch.stack([order, self.fine[order], self.coarse[order], order - rank])
         self._offsets = torch.arange(self.width, device=device)
         # CPU Method 1, per class number: (start of its run, its size, its window start)
@@ -128,26 +126,27 @@ class Bank:
         return anchors.to(self.device, non_blocking=True)
 
     def _window(self, anchors: Tensor):
-        """Each anchor's window (B, W): bank indices, P+ mask, P- mask, same-class mask, the
-        per-position values of Random's N, and the anchor's class number (B,)."""
+        """Each anchor's window (B, W): bank indices, P+ mask, P- mask, same-class mask, samples
+        of other classes before each column, and the anchor's class number (B,)."""
         start, fine, coarse, anchor_class = self._by_sample[anchors].T[:, :, None]  # (B, 1) each
         positions = start + self._offsets  # (B, W): the window in sorted positions
-        columns, window_fine, window_coarse, shifted = self._by_position[:, positions]
+        columns, window_fine, window_coarse, others_before = self._by_position[:, positions]
         in_class = window_coarse == coarse
         same_fine = window_fine == fine
         positives = same_fine & (columns != anchors[:, None])
-        return columns, positives, in_class & ~same_fine, in_class, shifted, anchor_class[:, 0]
+        posnegs = in_class & ~same_fine
+        return columns, positives, posnegs, in_class, others_before, anchor_class[:, 0]
 
     def _random(self, anchors: Tensor, uniforms: Tensor) -> tuple[Tensor, Tensor]:
         """random_quadruplets for one chunk of anchors (B,), on windows: (B, 4), (B, 2)."""
-        columns, positives, posnegs, in_class, shifted, _ = self._window(anchors)
+        columns, positives, posnegs, in_class, others_before, _ = self._window(anchors)
         positive = columns.gather(1, kth_candidate(positives, uniforms[:, 0])[:, None])
         posneg = columns.gather(1, kth_candidate(posnegs, uniforms[:, 1])[:, None])
-        # N: the k-th sample outside the class, in bank order. With the class's members e_0 <
-        # e_1 < ... (e_i - i of them lie outside the class before e_i), it is k + #{e_i - i <= k}.
+        # N: the k-th sample outside the class, in bank order, is k + the number of class
+        # members that precede it, i.e. of members with at most k other samples before them.
         count = self.embeddings.shape[0] - in_class.sum(1)
         k = torch.minimum((uniforms[:, 2] * count).long(), count - 1)
-        negative = k + ((shifted <= k[:, None]) & in_class).sum(1)
+        negative = k + ((others_before <= k[:, None]) & in_class).sum(1)
         quadruplets = torch.cat([anchors[:, None], positive, posneg, negative[:, None]], 1)
         return quadruplets, torch.zeros_like(quadruplets[:, :2], dtype=torch.bool)
 
@@ -179,7 +178,7 @@ class Bank:
             self._sorted = (self.embeddings[self._order], self.norms[self._order])
         bank, norms = self._sorted
         # Columns outside the class are never candidates: their key is never read.
-        key = torch.full_like(columns, 0, dtype=bank.dtype).fill_(float("inf"))
+        key = torch.full(columns.shape, float("inf"), dtype=bank.dtype)
         for c in torch.unique(anchor_class).tolist():  # the CPU path: reading back is free
             rows = (anchor_class == c).nonzero().flatten()
             start, size, window_start = self._runs[c]
