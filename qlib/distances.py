@@ -18,12 +18,17 @@ CHUNK_ELEMENTS = 2**23
 
 
 def squared_norms(x: Tensor, name: str = "embeddings") -> Tensor:
-    """||x_j||^2 of x (N, d) -> (N,), and the check that every later distance stays finite.
+    """||x_j||^2 of x (N, d) -> (N,), and the check that x is finite and every distance will be.
 
-    A plain sum of squares (exact on integer data), in blocks of rows to bound the temporary.
+    A plain sum of squares (exact on integer data), in blocks of rows to bound the temporary. A
+    NaN or inf in a row makes its norm non-finite: checking the N norms costs no (N, d) mask.
     """
     norms = torch.cat([block.square().sum(1) for block in x.split(4096)])
     if norms.numel() and not bool(torch.isfinite(4 * norms.max())):
+        suspects = (~torch.isfinite(norms)).nonzero().flatten()
+        bad = suspects[~torch.isfinite(x[suspects]).all(1)][:5].tolist()
+        if bad:
+            raise ValueError(f"{name} rows {bad} hold NaN or inf; expected finite values.")
         raise ValueError(
             f"{name} values are too large to square in {x.dtype}; expected embeddings of "
             "moderate size (for example L2-normalised)."

@@ -95,6 +95,21 @@ def test_integer_grid_ties_match_brute_force(dtype):
     assert recall_at_k(grid.to(dtype), labels, ks, chunk_size=17) == pytest.approx(expected, abs=0)
 
 
+def test_any_label_values_and_class_sizes():
+    # labels neither contiguous nor sorted, negative ids, one class far larger than the others
+    x, labels = clustered(10, n=200, dim=4, n_classes=8)
+    labels = torch.tensor([-3, 50, 7, 1000, 2, -40, 9, 11])[labels]
+    labels[:80] = 7
+    xs = x.numpy()
+
+    def squared(i, j):
+        return float(((xs[i] - xs[j]) ** 2).sum())
+
+    ks = (1, 2, 4, 8)
+    expected = brute_recall(xs, labels.tolist(), ks, squared)
+    assert recall_at_k(x, labels, ks, chunk_size=13) == pytest.approx(expected, abs=0)
+
+
 def test_query_without_positive_never_scores():
     x = torch.tensor([[0.0], [0.1], [5.0], [5.1], [9.0]])
     labels = torch.tensor([0, 0, 1, 1, 2])  # sample 4 is alone in its class

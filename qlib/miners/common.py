@@ -54,8 +54,9 @@ def check_labels(fine, coarse) -> tuple[Tensor, Tensor]:
 
 
 def check_bank(bank, fine, coarse) -> tuple[Tensor, Tensor, Tensor]:
-    """Embeddings (N, d) float32/64, finite, and their labels (N,) on the embeddings' device."""
-    bank = checks.embeddings("bank", bank)
+    """Embeddings (N, d) float32/64 and their labels (N,) on the embeddings' device (finiteness
+    is checked by squared_norms, without an (N, d) mask)."""
+    bank = checks.embeddings("bank", bank, finite=False)
     fine, coarse = check_labels(fine, coarse)
     if bank.shape[0] != fine.numel():
         raise ValueError(

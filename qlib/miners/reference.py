@@ -146,6 +146,7 @@ def select_quadruplets(
     anchors = check_anchors(anchors, *candidate_counts(fine, coarse), fine, coarse)
     anchors = anchors.to(bank.device)
     chunk = default_chunk(bank.shape[0], chunk_size)
+    norms = squared_norms(bank, "bank")
     with torch.no_grad(), exact_distances(bank.device):
         if method == "random":
             uniforms = draw_uniforms(anchors.numel(), generator, bank.device)
@@ -153,7 +154,6 @@ def select_quadruplets(
             quads = [random_quadruplets(fine, coarse, rows, u) for rows, u in chunks]
             parts = [(q, torch.zeros_like(q[:, :2], dtype=torch.bool)) for q in quads]
         else:
-            norms = squared_norms(bank, "bank")
             parts = [
                 _methods_quadruplets(bank, norms, fine, coarse, rows, method)
                 for rows in anchors.split(chunk)
