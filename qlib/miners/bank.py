@@ -100,6 +100,9 @@ class Bank:
         """Quadruplets (B, 4) [R, P+, P-, N] and fallbacks (B, 2) [P+, P-] for anchors (B,).
 
         Equal to select_quadruplets(..., return_fallbacks=True) on this bank, on its device.
+        Anchors given on the CPU (tensor, list) are checked there; anchors already on a CUDA
+        device are trusted, unchecked (reading them back would wait for the GPU): take them
+        from `sample_anchors`. generator: a CPU torch.Generator (Random's draws).
         """
         method = check_method(method)
         generator = check_generator(generator)
