@@ -1,8 +1,8 @@
 """Benchmark of qlib's core: quadruplet selection against its floor, and the retrieval metrics
 against pytorch-metric-learning with faiss (issues 11 and 14).
 
-Run: `.venv/bin/python benchmarks/bench_core.py [--threads 2]` (about 3-4 minutes on 2 idle CPU
-cores, more when they are shared; needs the dev extras: faiss-cpu, pytorch-metric-learning).
+Run: `.venv/bin/python benchmarks/bench_core.py [--threads 2 1]` (about 4-5 minutes on 2 idle
+CPU cores, more when they are shared; needs the dev extras: faiss-cpu, pytorch-metric-learning).
 Writes benchmarks/results/bench_core.md.
 
 1. Selection over a bank the size of Stanford Cars' training split (8,054 x 1,024, 98 fine classes
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import platform
 import re
 import statistics
@@ -39,7 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from qlib.metrics import nmi, recall_at_k  # noqa: E402
 from qlib.miners import METHODS, Bank, select_quadruplets  # noqa: E402
 
-THREADS = 2
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_core.md"
 _LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else None
 
@@ -130,6 +130,7 @@ def clustered_embeddings(n: int, dim: int, n_classes: int, generator: torch.Gene
 def bench_selection(
     lines: list[str],
     device: torch.device,
+    threads: int,
     title: str,
     n: int,
     n_fine: int,
@@ -139,6 +140,7 @@ def bench_selection(
     reference: bool,
 ) -> None:
     dim = 1024
+    torch.set_num_threads(threads)
     bank, fine, coarse = hierarchical_bank(n, dim, n_fine, n_coarse)
     bank, fine, coarse = bank.to(device), fine.to(device), coarse.to(device)
     start = time.perf_counter()
@@ -149,7 +151,7 @@ def bench_selection(
     fast.select(fast.sample_anchors(2), "method1")  # makes the CPU's class-sorted copy
     lines += [
         f"### {title}: bank {n:,} x {dim:,} float32, {n_fine:,} fine classes in {n_coarse} "
-        f"coarse ({device.type}{'' if device.type == 'cuda' else f', {THREADS} threads'})",
+        f"coarse ({device.type}{'' if device.type == 'cuda' else f', {threads} thread(s)'})",
         "",
         f"`Bank(...)` (once per bank refresh): {1e3 * build:,.0f} ms, peak {_mib(held)} MiB; "
         f"{int(fast.valid.sum()):,} valid anchors; window width {fast.width:,} (the largest "
@@ -190,7 +192,7 @@ def bench_selection(
 # --------------------------------------------------------------------------------------------
 # 3. metrics
 # --------------------------------------------------------------------------------------------
-def bench_metrics(lines: list[str]) -> None:
+def bench_metrics(lines: list[str], threads: int) -> None:
     import faiss
     import numpy as np
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
@@ -198,7 +200,8 @@ def bench_metrics(lines: list[str]) -> None:
     from sklearn.cluster import KMeans
     from sklearn.metrics import normalized_mutual_info_score
 
-    faiss.omp_set_num_threads(THREADS)
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
     cpu = torch.device("cpu")
     n, dim, n_classes = 8131, 1024, 98
     x, labels = clustered_embeddings(n, dim, n_classes, torch.Generator().manual_seed(1))
@@ -242,7 +245,7 @@ def bench_metrics(lines: list[str]) -> None:
     knn_floor = statistics.median(times["floor: torch.cdist(x, x)"])
     lines += [
         f"## 3. Metrics on {n:,} x {dim:,} clustered embeddings ({n_classes} classes, CPU, "
-        f"{THREADS} threads)",
+        f"{threads} threads)",
         "",
         f"pytorch-metric-learning's `AccuracyCalculator(include=('precision_at_1', 'NMI'))` in its "
         f"default setting: `FaissKNN` (exact `IndexFlatL2`) and `FaissKMeans` (faiss.Kmeans "
@@ -282,40 +285,53 @@ def bench_metrics(lines: list[str]) -> None:
 
 
 def main() -> None:
-    global THREADS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=THREADS, help="torch and faiss threads")
-    THREADS = parser.parse_args().threads
-    torch.set_num_threads(THREADS)
-    start = time.perf_counter()
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[2, 1],
+        help="CPU thread counts for the selection (default: 2 1); the metrics use the first",
+    )
+    threads = parser.parse_args().threads
+    start, load = time.perf_counter(), os.getloadavg()[0]
+    settings = [(torch.device("cpu"), t) for t in threads]
+    if torch.cuda.is_available():
+        settings.append((torch.device("cuda"), threads[0]))
     lines = [
-        "# bench_core: quadruplet selection and retrieval metrics",
-        "",
-        f"torch {torch.__version__}, {platform.processor() or platform.machine()}{gpu}. The CPU "
-        "is shared with other jobs while this runs, so absolute times are noisy; read the "
-        "ratios, which come from interleaved repeats. Generated by `benchmarks/bench_core.py`.",
-        "",
         "## 1-2. Selection against its floor",
         "",
         "Floor = `torch.cdist(bank[anchors], bank)` alone, on the same device. Targets: "
         "`Bank.select` within 2x of the floor on this CPU, within 3x on a GPU. "
         "`select_quadruplets` is the reference (what `Bank` is tested against), for comparison at "
-        "Cars scale. "
-        "Peak = memory beyond the inputs (for `Bank.select`, beyond the bank and its "
+        "Cars scale. Peak = memory beyond the inputs (for `Bank.select`, beyond the bank and its "
         "precomputation).",
         "",
     ]
-    for device in devices:
+    for device, n_threads in settings:
         repeats = 9 if device.type == "cpu" else 50
-        bench_selection(lines, device, "Cars scale", 8054, 98, 17, (32, 128, 1024), repeats, True)
-    for device in devices:
+        cars = ("Cars scale", 8054, 98, 17, (32, 128, 1024), repeats, True)
+        bench_selection(lines, device, n_threads, *cars)
+    for device, n_threads in settings:
         repeats = 5 if device.type == "cpu" else 30
-        bench_selection(lines, device, "SOP scale", 60_000, 11_318, 12, (32, 128), repeats, False)
-    bench_metrics(lines)
-    lines.append(f"Total benchmark time: {time.perf_counter() - start:.0f} s.")
-    report = "\n".join(lines) + "\n"
+        sop = ("SOP scale", 60_000, 11_318, 12, (32, 128), repeats, False)
+        bench_selection(lines, device, n_threads, *sop)
+    bench_metrics(lines, threads[0])
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    header = [
+        "# bench_core: quadruplet selection and retrieval metrics",
+        "",
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()} with "
+        f"{os.cpu_count()} cores{gpu}. The CPU is shared with other jobs while this runs (load "
+        f"average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end), so absolute "
+        "times are noisy; read the ratios, which come from interleaved repeats. With other "
+        "processes on the cores, a multi-threaded operation waits for whichever of its threads "
+        "was descheduled, which costs a sequence of small operations (the selection) far more "
+        "than one large one (the floor): the 1-thread rows are the steadier comparison. "
+        f"Generated by `benchmarks/bench_core.py` in {time.perf_counter() - start:.0f} s.",
+        "",
+    ]
+    report = "\n".join(header + lines) + "\n"
     print(report)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(report)

@@ -180,12 +180,18 @@ class Bank:
         if self._sorted is None:
             self._sorted = (self.embeddings[self._order], self.norms[self._order])
         bank, norms = self._sorted
+        # Anchors grouped by class: one product per class present, on contiguous blocks of rows
+        # and columns (the CPU path: reading the counts back is free here).
+        order = torch.argsort(anchor_class)
+        counts = torch.bincount(anchor_class, minlength=len(self._runs)).tolist()
+        grouped = from_negative[order]
         # Columns outside the class are never candidates: their key is never read.
         key = torch.full(columns.shape, float("inf"), dtype=bank.dtype)
-        for c in torch.unique(anchor_class).tolist():  # the CPU path: reading back is free
-            rows = (anchor_class == c).nonzero().flatten()
-            start, size, window_start = self._runs[c]
-            run = slice(start, start + size)
-            at = slice(start - window_start, start - window_start + size)
-            key[rows, at] = shifted_squared_distances(from_negative[rows], bank[run], norms[run])
-        return key
+        row = 0
+        for (start, size, window_start), count in zip(self._runs, counts, strict=True):
+            if count:
+                rows, run = slice(row, row + count), slice(start, start + size)
+                at = slice(start - window_start, start - window_start + size)
+                key[rows, at] = shifted_squared_distances(grouped[rows], bank[run], norms[run])
+                row += count
+        return key[torch.argsort(order)]  # back to the anchors' order
