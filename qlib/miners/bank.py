@@ -84,7 +84,7 @@ class Bank:
         self._offsets = torch.arange(self.width, device=device)
         # CPU Method 1, per class number: (start of its run, its size, its window start)
         self._runs = list(zip(starts.tolist(), sizes.tolist(), window_starts.tolist(), strict=True))
-        self._sorted: tuple[Tensor, Tensor] | None = None  # bank and norms in class order
+        self._sorted: Tensor | None = None  # the bank in class order (CPU Method 1)
         self.method1_by_class = device.type == "cpu"
 
     def sample_anchors(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -178,20 +178,22 @@ class Bank:
             full = shifted_squared_distances(from_negative, self.embeddings, self.norms)
             return full.gather(1, columns)
         if self._sorted is None:
-            self._sorted = (self.embeddings[self._order], self.norms[self._order])
-        bank, norms = self._sorted
-        # Anchors grouped by class: one product per class present, on contiguous blocks of rows
-        # and columns (the CPU path: reading the counts back is free here).
+            self._sorted = self.embeddings[self._order]
+        bank = self._sorted
+        # Anchors grouped by class; per class present, one product of their N's with the class's
+        # rows of the sorted bank, written in place into its window columns (reading the counts
+        # back is free on the CPU). Other columns keep 0: they are never candidates.
         order = torch.argsort(anchor_class)
         counts = torch.bincount(anchor_class, minlength=len(self._runs)).tolist()
         grouped = from_negative[order]
-        # Columns outside the class are never candidates: their key is never read.
-        key = torch.full(columns.shape, float("inf"), dtype=bank.dtype)
+        products = torch.zeros(columns.shape, dtype=bank.dtype)
         row = 0
         for (start, size, window_start), count in zip(self._runs, counts, strict=True):
             if count:
-                rows, run = slice(row, row + count), slice(start, start + size)
-                at = slice(start - window_start, start - window_start + size)
-                key[rows, at] = shifted_squared_distances(grouped[rows], bank[run], norms[run])
+                rows, at = slice(row, row + count), start - window_start
+                out = products[rows, at : at + size]
+                torch.mm(grouped[rows], bank[start : start + size].T, out=out)
                 row += count
-        return key[torch.argsort(order)]  # back to the anchors' order
+        products = products[torch.argsort(order)]  # back to the anchors' order
+        # ||e_j||^2 - 2 e_N.e_j: shifted_squared_distances, rounded the same way
+        return torch.add(self.norms[columns], products, alpha=-2.0)
