@@ -2,47 +2,38 @@
 
 Recall@K (Song et al. 2016): a query scores when any of its K nearest other samples shares its
 label. The query itself is excluded by index, not by distance, so an exact duplicate of the query
-counts as a neighbour. Neighbours at equal distance are ranked by bank index (lowest first), which
+counts as a neighbour. Neighbours at equal distance are ranked by index (lowest first), which
 makes the result exact and deterministic: a query scores at K exactly when its first positive in
-(distance, index) order has rank <= K. Queries are processed in chunks, so no N x N matrix is held.
+(distance, index) order has rank <= K. Queries are processed in chunks (no N x N matrix is held):
+one matrix product per chunk, the first positive found on a window of the query's class, and two
+counting passes.
 
-NMI: k-means with k = number of distinct labels (scikit-learn KMeans, k-means++ initialisation,
-random_state = seed, n_init = 1 by default: scikit-learn's own default for k-means++, and one run
-per evaluation keeps evaluation cheap; the benchmark measures the seed-to-seed spread this leaves),
-then normalized_mutual_info_score with the arithmetic average. k-means runs in float64 (faster
-in scikit-learn than float32 for this shape, see nmi()).
+NMI: k-means with k = the number of distinct labels, then scikit-learn's
+normalized_mutual_info_score (arithmetic mean). The k-means is ours, in torch (faster here than
+scikit-learn's and than faiss's, see benchmarks/results/bench_core.md): greedy k-means++
+initialisation (2 + ln k candidates per centre, as scikit-learn), drawn from a CPU generator
+seeded with `seed`; then Lloyd iterations until no assignment changes, at most `max_iter` (300);
+an empty cluster keeps its centre; of `n_init` runs (default 1), the lowest inertia wins. The
+result is deterministic for a seed on the CPU, where evaluation runs.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
+from torch import Tensor
 
-# Elements of one (chunk, N) distance matrix (32 MiB in float32).
-_CHUNK_ELEMENTS = 2**23
-
-_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+from . import checks
+from .distances import CHUNK_ELEMENTS, shifted_squared_distances, squared_norms
 
 
-def _check_inputs(embeddings, labels) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Validated (embeddings (N, d) float32/64, labels (N,) long, squared norms (N,))."""
-    embeddings = torch.as_tensor(embeddings).detach()
-    labels = torch.as_tensor(labels)
-    if not embeddings.is_floating_point():
-        raise ValueError(
-            f"embeddings have dtype {embeddings.dtype}; expected a floating-point tensor (N, d)."
-        )
-    if embeddings.ndim != 2:
-        raise ValueError(
-            f"embeddings have shape {tuple(embeddings.shape)}; expected a 2-D tensor (N, d)."
-        )
-    if labels.dtype not in _INTEGER_DTYPES:
-        raise ValueError(
-            f"labels have dtype {labels.dtype}; expected an integer tensor of class ids."
-        )
-    if labels.ndim != 1:
-        raise ValueError(f"labels have shape {tuple(labels.shape)}; expected a 1-D tensor (N,).")
+def _check_inputs(embeddings, labels) -> tuple[Tensor, Tensor, Tensor]:
+    """Validated embeddings (N, d) float32/64, labels (N,) long on their device, and the squared
+    norms (N,) (which also check that the embeddings are finite)."""
+    embeddings = checks.embeddings("embeddings", embeddings, finite=False)
+    labels = checks.labels("labels", labels)
     if labels.numel() != embeddings.shape[0]:
         raise ValueError(
             f"there are {embeddings.shape[0]} embeddings but {labels.numel()} labels; expected "
@@ -50,19 +41,7 @@ def _check_inputs(embeddings, labels) -> tuple[torch.Tensor, torch.Tensor, torch
         )
     if embeddings.shape[0] < 2:
         raise ValueError(f"there are {embeddings.shape[0]} samples; expected at least 2.")
-    if embeddings.dtype not in (torch.float32, torch.float64):
-        embeddings = embeddings.float()
-    norms = _squared_norms(embeddings)
-    if not torch.isfinite(norms).all() or not torch.isfinite(4 * norms.max()):
-        bad = (~torch.isfinite(embeddings)).any(1).nonzero().flatten()[:5].tolist()
-        detail = f"rows {bad} hold NaN or inf" if bad else "values are too large to square"
-        raise ValueError(f"embeddings {detail}; expected finite values.")
-    return embeddings, labels.to(embeddings.device).long(), norms
-
-
-def _squared_norms(x: torch.Tensor) -> torch.Tensor:
-    """(N, d) -> (N,) sums of squares, in row blocks (exact on integer data; ties stay ties)."""
-    return torch.cat([block.square().sum(1) for block in x.split(4096)])
+    return embeddings, labels.to(embeddings.device), squared_norms(embeddings)
 
 
 def _check_ks(ks: Iterable[int], n: int) -> tuple[int, ...]:
@@ -80,55 +59,59 @@ def _check_ks(ks: Iterable[int], n: int) -> tuple[int, ...]:
     return ks
 
 
-def first_positive_rank(embeddings, labels, chunk_size: int | None = None) -> torch.Tensor:
+# --------------------------------------------------------------------------------------------
+# Recall@K
+# --------------------------------------------------------------------------------------------
+def first_positive_rank(embeddings, labels, chunk_size: int | None = None) -> Tensor:
     """Rank of each query's nearest same-label other sample: (N, d), (N,) -> LongTensor (N,).
 
-    Rank 1 = the nearest other sample; order by squared Euclidean distance, then by index; the
-    query itself excluded by index. Queries with no other sample of their label get rank N (never
-    within any K < N).
+    Rank 1 = the nearest other sample, in (squared Euclidean distance, index) order, the query
+    itself excluded by index. A query with no other sample of its label gets rank N (never within
+    any K < N). chunk_size = queries per chunk (default: about 8M distance-matrix elements).
     """
-    embeddings, labels, norms = _check_inputs(embeddings, labels)
-    return _first_positive_rank(embeddings, labels, norms, chunk_size)
+    return _first_positive_rank(*_check_inputs(embeddings, labels), chunk_size)
 
 
-def _first_positive_rank(embeddings, labels, norms, chunk_size) -> torch.Tensor:
+def _first_positive_rank(x: Tensor, labels: Tensor, norms: Tensor, chunk_size) -> Tensor:
     n = labels.numel()
-    if chunk_size is None:
-        chunk_size = max(1, _CHUNK_ELEMENTS // n)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size is {chunk_size!r}; expected a positive int or None.")
-    device = embeddings.device
-    columns = torch.arange(n, device=device)
-    ranks = torch.empty(n, dtype=torch.long, device=device)
+    chunk = max(1, CHUNK_ELEMENTS // n) if chunk_size is None else chunk_size
+    chunk = checks.integer("chunk_size", chunk, 1)
+    # Each class as a contiguous run of a stable sort by label (ascending index inside); the
+    # window of a query = `width` sorted positions that cover its class.
+    _, class_of = torch.unique(labels, return_inverse=True)
+    order = torch.argsort(class_of, stable=True)
+    sizes = torch.bincount(class_of)
+    width = int(sizes.max())
+    window_start = (sizes.cumsum(0) - sizes).clamp(max=n - width)[class_of]
+    offsets = torch.arange(width, device=x.device)
+    ranks = torch.empty(n, dtype=torch.long, device=x.device)
+    scratch = torch.empty((min(chunk, n), n), dtype=x.dtype, device=x.device)
     with torch.no_grad():
-        for start in range(0, n, chunk_size):
-            stop = min(start + chunk_size, n)
-            local = torch.arange(stop - start, device=device)
-            itself = local + start
-            # ||e_j||^2 - 2 q.e_j: the squared distance less the query's own ||q||^2, which is
-            # the same along a row and so changes no ranking; one fused product, no extra pass.
-            sq = torch.addmm(norms[None, :], embeddings[start:stop], embeddings.T, alpha=-2.0)
-            sq[local, itself] = float("inf")  # the query is excluded by index, not by distance
-            positives = labels[None, :] == labels[start:stop, None]
-            positives[local, itself] = False
-            # One float scratch matrix serves the masked argmin and both counts: counting a
-            # float 0/1 matrix is several times faster than summing a bool one on CPU.
-            scratch = torch.where(positives, sq, float("inf"))
-            first = scratch.argmin(1)  # the first positive: lowest index on ties
-            has_positive = positives[local, first]
-            del positives
-            d_first = sq.gather(1, first[:, None])
-            closer = torch.lt(sq, d_first, out=scratch).sum(1).long()
-            # at the first positive's distance, the first positive itself included
-            tied = torch.le(sq, d_first, out=scratch).sum(1).long() - closer
+        for rows in torch.arange(n, device=x.device).split(chunk):
+            local = torch.arange(rows.numel(), device=x.device)
+            d = shifted_squared_distances(x[rows], x, norms)  # same order as the distance
+            d[local, rows] = float("inf")  # the query is excluded by index, not by distance
+            # The first positive: argmin over the query's class window (ties: lowest index).
+            columns = order[window_start[rows, None] + offsets]
+            on_window = d.gather(1, columns)
+            on_window.masked_fill_(labels[columns] != labels[rows, None], float("inf"))
+            best = on_window.argmin(1, keepdim=True)
+            first, d_first = columns.gather(1, best), on_window.gather(1, best)
+            # rank = 1 + samples closer + samples at the same distance with a lower index. A
+            # float 0/1 matrix counts several times faster than a bool one on the CPU.
+            buffer = scratch[: rows.numel()]
+            closer = torch.lt(d, d_first, out=buffer).sum(1).long()
+            tied = torch.le(d, d_first, out=buffer).sum(1).long() - closer  # first included
             rank = closer + 1
-            # Ties with the first positive are rare: order them by index only where they occur.
-            with_ties = (tied > 1).nonzero().flatten()
+            with_ties = (tied > 1).nonzero().flatten()  # rare: sort those out by index
             if with_ties.numel():
-                rows = sq[with_ties]
-                before = (rows == d_first[with_ties]) & (columns[None, :] < first[with_ties, None])
-                rank[with_ties] += torch.count_nonzero(before, dim=1)
-            ranks[start:stop] = torch.where(has_positive, rank, torch.full_like(rank, n))
+                row = d[with_ties]
+                ahead = (row == d_first[with_ties]) & (
+                    torch.arange(n, device=x.device) < first[with_ties]
+                )
+                rank[with_ties] += ahead.sum(1)
+            has_positive = torch.isfinite(d_first[:, 0])
+            ranks[rows] = torch.where(has_positive, rank, n)
     return ranks
 
 
@@ -138,39 +121,100 @@ def recall_at_k(
     """Recall@K (Song et al. 2016): embeddings (N, d), labels (N,) -> {K: fraction of queries}.
 
     A query scores at K when any of its K nearest other samples shares its label (Euclidean
-    distance, ties by lowest index, the query excluded by index). chunk_size = queries per chunk
-    (default: about 8M distance-matrix elements per chunk).
+    distance, ties by lowest index, the query excluded by index).
     """
-    embeddings, labels, norms = _check_inputs(embeddings, labels)
+    x, labels, norms = _check_inputs(embeddings, labels)
     ks = _check_ks(ks, labels.numel())
-    ranks = _first_positive_rank(embeddings, labels, norms, chunk_size)
+    ranks = _first_positive_rank(x, labels, norms, chunk_size)
     return {k: float((ranks <= k).double().mean()) for k in ks}
+
+
+# --------------------------------------------------------------------------------------------
+# NMI
+# --------------------------------------------------------------------------------------------
+def kmeans(embeddings, k: int, seed: int = 0, *, n_init: int = 1, max_iter: int = 300) -> Tensor:
+    """k-means clusters of embeddings (N, d) -> LongTensor (N,) of cluster ids in [0, k).
+
+    Greedy k-means++ initialisation from a CPU generator seeded with `seed`, Lloyd iterations
+    until no assignment changes (at most max_iter), the run of lowest inertia among n_init.
+    """
+    x = checks.embeddings("embeddings", embeddings, finite=False)
+    return _kmeans(x, squared_norms(x), k, seed, n_init, max_iter)
+
+
+def _kmeans(x: Tensor, norms: Tensor, k: int, seed: int, n_init: int, max_iter: int) -> Tensor:
+    k = checks.integer("k", k, 1)
+    seed, n_init = checks.integer("seed", seed, 0), checks.integer("n_init", n_init, 1)
+    max_iter = checks.integer("max_iter", max_iter, 1)
+    if k > x.shape[0]:
+        raise ValueError(f"k = {k} clusters need at least {k} samples; there are {x.shape[0]}.")
+    generator = torch.Generator().manual_seed(seed)
+    best, best_inertia = None, math.inf
+    with torch.no_grad():
+        for _ in range(n_init):
+            centres = _kmeans_plus_plus(x, norms, k, generator)
+            assignment, inertia = _lloyd(x, norms, centres, max_iter)
+            if inertia < best_inertia:
+                best, best_inertia = assignment, inertia
+    return best
+
+
+def _kmeans_plus_plus(x: Tensor, norms: Tensor, k: int, generator: torch.Generator) -> Tensor:
+    """k initial centres (k, d): each new one the best of 2 + ln k candidates drawn with
+    probability proportional to the squared distance to the nearest centre so far."""
+    n, trials = x.shape[0], 2 + int(math.log(k))
+
+    def squared_distances_from(indices: Tensor) -> Tensor:  # (len(indices), N)
+        shifted = shifted_squared_distances(x[indices], x, norms)
+        return shifted.add_(norms[indices, None]).clamp_min_(0)
+
+    chosen = [int(torch.randint(n, (1,), generator=generator))]
+    nearest = squared_distances_from(torch.tensor(chosen, device=x.device))[0]
+    for _ in range(1, k):
+        cumulative = nearest.double().cumsum(0)
+        u = torch.rand(trials, generator=generator, dtype=torch.float64).to(x.device)
+        candidates = torch.searchsorted(cumulative, u * cumulative[-1], right=True)
+        candidates.clamp_(max=n - 1)
+        with_candidate = torch.minimum(squared_distances_from(candidates), nearest)
+        best = int(with_candidate.sum(1).argmin())
+        chosen.append(int(candidates[best]))
+        nearest = with_candidate[best]
+    return x[chosen]
+
+
+def _lloyd(x: Tensor, norms: Tensor, centres: Tensor, max_iter: int) -> tuple[Tensor, float]:
+    """Lloyd iterations from centres (k, d) -> (assignment (N,), inertia)."""
+    assignment = None
+    for _ in range(max_iter):
+        shifted = shifted_squared_distances(x, centres, centres.square().sum(1))
+        nearest, new = shifted.min(1)
+        if assignment is not None and torch.equal(new, assignment):
+            break
+        assignment = new
+        sums = torch.zeros_like(centres).index_add_(0, assignment, x)
+        counts = torch.bincount(assignment, minlength=centres.shape[0])[:, None]
+        centres = torch.where(counts > 0, sums / counts.clamp_min(1), centres)
+    return assignment, float((nearest + norms).sum())
 
 
 def nmi(embeddings, labels, seed: int = 0, *, n_init: int = 1) -> float:
     """Normalised mutual information between k-means clusters and labels, in [0, 1].
 
-    embeddings (N, d), labels (N,). k = number of distinct labels; scikit-learn KMeans with
-    k-means++ initialisation, random_state=seed and n_init runs (default 1, scikit-learn's own
-    default for k-means++); normalized_mutual_info_score with the arithmetic average.
+    embeddings (N, d), labels (N,); k = number of distinct labels (see `kmeans`);
+    scikit-learn's normalized_mutual_info_score with the arithmetic average.
     """
-    from sklearn.cluster import KMeans
     from sklearn.metrics import normalized_mutual_info_score
 
-    embeddings, labels, _ = _check_inputs(embeddings, labels)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed is {seed!r}; expected a non-negative int.")
-    if isinstance(n_init, bool) or not isinstance(n_init, int) or n_init < 1:
-        raise ValueError(f"n_init is {n_init!r}; expected a positive int.")
+    x, labels, norms = _check_inputs(embeddings, labels)
     n_clusters = int(torch.unique(labels).numel())
     if n_clusters < 2:
         raise ValueError("labels hold a single class; expected at least 2 classes for NMI.")
-    # float64 on purpose: scikit-learn's float32 distance path upcasts chunk by chunk, which made
-    # the k-means++ initialisation about 5x slower on (8131, 1024) embeddings.
-    x = embeddings.detach().cpu().double().numpy()
-    y = labels.cpu().numpy()
-    clusters = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed).fit_predict(x)
-    return float(normalized_mutual_info_score(y, clusters, average_method="arithmetic"))
+    clusters = _kmeans(x, norms, n_clusters, seed, n_init, max_iter=300)
+    return float(
+        normalized_mutual_info_score(
+            labels.cpu().numpy(), clusters.cpu().numpy(), average_method="arithmetic"
+        )
+    )
 
 
 def retrieval_metrics(

@@ -7,7 +7,15 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
 from sklearn.neighbors import NearestNeighbors
 
-from qlib.metrics import first_positive_rank, nmi, recall_at_k, retrieval_metrics
+from qlib.metrics import (
+    _kmeans_plus_plus,
+    _lloyd,
+    first_positive_rank,
+    kmeans,
+    nmi,
+    recall_at_k,
+    retrieval_metrics,
+)
 
 
 def brute_recall(x, labels, ks, squared_distance):
@@ -87,6 +95,21 @@ def test_integer_grid_ties_match_brute_force(dtype):
     assert recall_at_k(grid.to(dtype), labels, ks, chunk_size=17) == pytest.approx(expected, abs=0)
 
 
+def test_any_label_values_and_class_sizes():
+    # labels neither contiguous nor sorted, negative ids, one class far larger than the others
+    x, labels = clustered(10, n=200, dim=4, n_classes=8)
+    labels = torch.tensor([-3, 50, 7, 1000, 2, -40, 9, 11])[labels]
+    labels[:80] = 7
+    xs = x.numpy()
+
+    def squared(i, j):
+        return float(((xs[i] - xs[j]) ** 2).sum())
+
+    ks = (1, 2, 4, 8)
+    expected = brute_recall(xs, labels.tolist(), ks, squared)
+    assert recall_at_k(x, labels, ks, chunk_size=13) == pytest.approx(expected, abs=0)
+
+
 def test_query_without_positive_never_scores():
     x = torch.tensor([[0.0], [0.1], [5.0], [5.1], [9.0]])
     labels = torch.tensor([0, 0, 1, 1, 2])  # sample 4 is alone in its class
@@ -95,20 +118,82 @@ def test_query_without_positive_never_scores():
     assert recall_at_k(x, labels, ks=(1, 4)) == {1: 0.8, 4: 0.8}
 
 
-def test_nmi_matches_scikit_learn_and_is_one_on_separated_clusters():
+def brute_lloyd(x, centres):
+    """Lloyd's algorithm one point and one cluster at a time, until no assignment changes."""
+    x, centres = x.tolist(), centres.tolist()
+    assignment = None
+    while True:
+        new = [
+            min(
+                (sum((a - b) ** 2 for a, b in zip(p, c, strict=True)), i)
+                for i, c in enumerate(centres)
+            )[1]
+            for p in x
+        ]
+        if new == assignment:
+            return assignment
+        assignment = new
+        for i in range(len(centres)):
+            members = [p for p, a in zip(x, assignment, strict=True) if a == i]
+            if members:  # an empty cluster keeps its centre
+                centres[i] = [sum(v) / len(members) for v in zip(*members, strict=True)]
+
+
+def test_lloyd_matches_a_loop():
+    x, _ = clustered(8, n=120, dim=3, n_classes=5)
+    start = x[[0, 1, 2, 3, 4, 5]].clone()  # 6 clusters for 5 classes
+    assignment, inertia = _lloyd(x, x.square().sum(1), start, max_iter=300)
+    assert assignment.tolist() == brute_lloyd(x, start)
+    assert inertia == pytest.approx(
+        sum(
+            float((x[assignment == c] - x[assignment == c].mean(0)).square().sum())
+            for c in range(6)
+        )
+    )
+
+
+def test_kmeans_plus_plus_spreads_its_centres():
+    # four tight, far apart blobs: D^2 sampling puts one centre in each
+    blobs = 100.0 * torch.eye(4, 3, dtype=torch.float64)
+    x = blobs.repeat_interleave(25, 0) + 0.01 * torch.randn(100, 3, dtype=torch.float64)
+    for seed in range(5):
+        centres = _kmeans_plus_plus(x, x.square().sum(1), 4, torch.Generator().manual_seed(seed))
+        nearest_blob = torch.cdist(centres, blobs).argmin(1)
+        assert sorted(nearest_blob.tolist()) == [0, 1, 2, 3]
+        assert (centres[:, None] == x[None]).all(2).any(1).all()  # centres are samples
+
+
+def test_nmi_is_scikit_learn_score_of_the_kmeans_clusters():
     x, labels = clustered(5, n=240, n_classes=6)
-    clusters = KMeans(n_clusters=6, n_init=1, random_state=3).fit_predict(x.numpy())
-    expected = normalized_mutual_info_score(labels.numpy(), clusters, average_method="arithmetic")
-    value = nmi(x, labels, seed=3)
-    assert value == pytest.approx(expected, abs=1e-12)
-    assert 0.0 <= value <= 1.0
-    assert nmi(x, labels, seed=3) == value  # deterministic given the seed
+    clusters = kmeans(x, 6, seed=3)
+    expected = normalized_mutual_info_score(labels.numpy(), clusters.numpy())
+    assert nmi(x, labels, seed=3) == pytest.approx(expected, abs=1e-12)
+    assert nmi(x, labels, seed=3) == nmi(x, labels, seed=3)  # deterministic given the seed
+    assert torch.equal(kmeans(x, 6, seed=3), clusters)
 
     separated = 100.0 * torch.eye(4).repeat_interleave(10, 0)
     separated_labels = torch.arange(4).repeat_interleave(10)
     assert nmi(separated, separated_labels) == pytest.approx(1.0)
     # label names do not matter
     assert nmi(separated, 7 * (3 - separated_labels)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("n_init", [1, 3])
+def test_kmeans_is_as_good_as_scikit_learn(n_init):
+    x, _ = clustered(9, n=600, dim=16, n_classes=20, dtype=torch.float32)
+
+    def inertia(clusters):
+        return sum(
+            float((x[clusters == c] - x[clusters == c].mean(0)).square().sum())
+            for c in clusters.unique()
+        )
+
+    ours = [inertia(kmeans(x, 20, seed, n_init=n_init)) for seed in range(3)]
+    theirs = [
+        KMeans(n_clusters=20, n_init=n_init, random_state=seed).fit(x.double().numpy()).inertia_
+        for seed in range(3)
+    ]
+    assert np.median(ours) <= 1.03 * np.median(theirs), (ours, theirs)
 
 
 def test_retrieval_metrics_in_percent():
@@ -125,9 +210,19 @@ def test_retrieval_metrics_in_percent():
     ("embeddings", "labels", "kwargs", "message"),
     [
         (torch.randn(5, 2), torch.tensor([0, 0, 1, 1]), {}, "5 embeddings but 4 labels"),
-        (torch.randn(5), torch.zeros(5, dtype=torch.long), {}, r"expected a 2-D tensor \(N, d\)"),
-        (torch.ones(5, 2, dtype=torch.long), torch.zeros(5, dtype=torch.long), {}, "floating"),
-        (torch.randn(5, 2), torch.zeros(5), {}, "labels have dtype torch.float32"),
+        (
+            torch.randn(5),
+            torch.zeros(5, dtype=torch.long),
+            {},
+            r"embeddings must have 2 dimension\(s\)",
+        ),
+        (
+            torch.ones(5, 2, dtype=torch.long),
+            torch.zeros(5, dtype=torch.long),
+            {},
+            "floating-point",
+        ),
+        (torch.randn(5, 2), torch.zeros(5), {}, "labels has dtype torch.float32"),
         (torch.randn(5, 2), torch.zeros(5, 1, dtype=torch.long), {}, "expected a 1-D tensor"),
         (torch.tensor([[0.0], [float("nan")], [1.0]]), torch.tensor([0, 0, 1]), {}, r"rows \[1\]"),
         (torch.tensor([[0.0], [1.0], [float("inf")]]), torch.tensor([0, 0, 1]), {}, r"rows \[2\]"),
@@ -139,7 +234,7 @@ def test_retrieval_metrics_in_percent():
             torch.randn(5, 2),
             torch.tensor([0, 0, 1, 1, 2]),
             {"ks": (1,), "chunk_size": 0},
-            "chunk_size is 0",
+            "chunk_size must be an int >= 1",
         ),
     ],
 )
@@ -152,7 +247,7 @@ def test_nmi_bad_input():
     x = torch.randn(6, 2)
     with pytest.raises(ValueError, match="single class"):
         nmi(x, torch.zeros(6, dtype=torch.long))
-    with pytest.raises(ValueError, match="seed is -1"):
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
         nmi(x, torch.tensor([0, 0, 0, 1, 1, 1]), seed=-1)
     with pytest.raises(ValueError, match="6 embeddings but 5 labels"):
         nmi(x, torch.tensor([0, 0, 1, 1, 1]))

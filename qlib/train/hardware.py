@@ -50,8 +50,12 @@ def configure(device: torch.device, model: torch.nn.Module) -> torch.nn.Module:
     if device.type != "cuda":
         return model
     torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9; mixing with the old flags raises
+        matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+    else:
+        matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     return model.to(memory_format=torch.channels_last)
 
 
