@@ -348,14 +348,20 @@ def _matching_preset(runs: pd.DataFrame) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-def learning_rate_notes(runs: pd.DataFrame) -> dict[str, str]:
-    """Per method: its learning rate (from the runs' config.json) and how it was chosen, read
-    against the presets of `qlib.train.config` (tuned entries of METHOD_SETTINGS)."""
+def learning_rate_notes(runs: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """Per method (paper order): (its learning rate from the runs' config.json, how it was
+    chosen), read against the presets of `qlib.train.config` (tuned entries of
+    METHOD_SETTINGS)."""
     from .train.config import METHOD_SETTINGS, QUADRUPLET_METHODS, config_from_preset
 
     preset = _matching_preset(runs)
+    order = [r.method for r in PAPER_TABLE1]
+    methods = sorted(
+        dict.fromkeys(runs["method"]),
+        key=lambda m: (m not in order, order.index(m) if m in order else 0, m),
+    )
     notes = {}
-    for method in dict.fromkeys(runs["method"]):
+    for method in methods:
         lrs = _values(runs[runs["method"] == method], "lr")
         if not lrs:
             continue
@@ -375,7 +381,7 @@ def learning_rate_notes(runs: pd.DataFrame) -> dict[str, str]:
             )
         else:
             how = f"the `{preset}` preset's value, not tuned"
-        notes[method] = f"{text} ({how})"
+        notes[method] = (text, how)
     return notes
 
 
@@ -410,7 +416,10 @@ def protocol_notes(runs: pd.DataFrame) -> str:
         rule += "; under Adam, whose steps do not depend on the loss's scale, this matters less."
     else:
         rule += ": the paper's 3e-4 means the same for the baselines as for its own methods."
-    lrs = learning_rate_notes(runs)
+    by_how: dict[str, list[str]] = {}
+    for method, (lr, how) in learning_rate_notes(runs).items():
+        by_how.setdefault(how, []).append(f"{method} {lr}")
+    lrs = "; ".join(f"{', '.join(items)} ({how})" for how, items in by_how.items())
     lines = [
         f"- Seeds: {', '.join(str(s) for s in seeds)}; a row is the mean ± sample std over "
         "its seeds (column Seeds = n).",
@@ -418,9 +427,7 @@ def protocol_notes(runs: pd.DataFrame) -> str:
         f"- Budget, the same for every method: {_one(runs, 'epochs')} epochs of ceil(valid "
         f"anchors / B) iterations, B = {_one(runs, 'batch_size')} quadruplets or 4B images "
         f"per iteration; warm-up epochs of Random: {_one(runs, 'warmup_epochs')}.",
-        f"- Optimiser: {_one(runs, 'optimizer')}; learning rate per method: "
-        + "; ".join(f"{m} {text}" for m, text in lrs.items())
-        + ".",
+        f"- Optimiser: {_one(runs, 'optimizer')}; learning rate per method: {lrs}.",
         f"- {rule}",
         f"- Torch threads per run: {_one(runs, 'torch_threads')} (recorded in config.json; a "
         "run's numbers repeat bitwise on one machine).",
