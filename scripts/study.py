@@ -82,13 +82,14 @@ def report(root: Path, conditions: list[str], seconds: float, loads: tuple, args
         "# Study: Random vs Method 1 vs Method 2, warm start vs scratch, warm-up",
         "",
         f"`python scripts/study.py {' '.join(sys.argv[1:])}`: {seconds / 60:.1f} min on "
-        f"{args.workers} worker(s) of 1 torch thread, {os.cpu_count()} CPUs, load average "
-        f"{loads[0]:.1f} at the start and {loads[1]:.1f} at the end (other jobs shared the "
-        "machine when the load exceeds the CPU count).",
+        f"{args.workers} worker(s) of 1 torch thread on {os.cpu_count()} CPUs; load average "
+        f"{loads[0]:.1f} at the start and {loads[1]:.1f} at the end (a load above the CPU "
+        "count means other jobs shared the machine).",
         "",
         "Demo preset (synthetic data, small CNN, Adam at each method's tuned learning rate, "
         f"{config_from_preset('demo').epochs} epochs) except where the condition says "
-        "otherwise; final test-split metrics in percent.",
+        "otherwise; every condition uses the learning rates tuned for the warm start; final "
+        "test-split metrics in percent.",
         "",
         "## Mean ± sample std over seeds",
         "",
