@@ -76,12 +76,14 @@ def _interval(c: stats.PairedComparison) -> str:
     return f"{c.mean:+.2f}{ci}{' *' if c.excludes_zero else ''}"
 
 
-def report(root: Path, conditions: list[str], seconds: float, loads: tuple, args) -> str:
+def report(
+    root: Path, conditions: list[str], seconds: float, loads: tuple, command: str, args
+) -> str:
     runs = {c: table.collect_runs(root / c) for c in conditions if (root / c).is_dir()}
     lines = [
         "# Study: Random vs Method 1 vs Method 2, warm start vs scratch, warm-up",
         "",
-        f"`python scripts/study.py {' '.join(sys.argv[1:])}`: {seconds / 60:.1f} min on "
+        f"`{command}`: {seconds / 60:.1f} min on "
         f"{args.workers} worker(s) of 1 torch thread on {os.cpu_count()} CPUs; load average "
         f"{loads[0]:.1f} at the start and {loads[1]:.1f} at the end (a load above the CPU "
         "count means other jobs shared the machine).",
@@ -148,9 +150,12 @@ def main() -> int:
         load_start, tic = os.getloadavg()[0], time.perf_counter()
         pipeline.train_many(runs, workers=args.workers)
         seconds = time.perf_counter() - tic
-        write_json(timing, {"seconds": seconds, "load": [load_start, os.getloadavg()[0]]})
+        command = " ".join(["python scripts/study.py", *sys.argv[1:]])
+        loads = [load_start, os.getloadavg()[0]]
+        write_json(timing, {"seconds": seconds, "load": loads, "command": command})
     saved = json.loads(timing.read_text())
-    text = report(root, args.conditions, saved["seconds"], tuple(saved["load"]), args)
+    command = saved.get("command", "python scripts/study.py")
+    text = report(root, args.conditions, saved["seconds"], tuple(saved["load"]), command, args)
     (root / "study.md").write_text(text)
     print(text)
     return 0
