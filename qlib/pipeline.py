@@ -48,6 +48,7 @@ __all__ = [
     "default_workers",
     "main",
     "plan",
+    "portable_path",
     "run_finished",
     "run_pipeline",
     "train_many",
@@ -137,6 +138,16 @@ class Step:
     after: tuple[str, ...] = ()
 
 
+def portable_path(path: str | Path) -> str:
+    """`path` relative to the repository root when it lies inside it (how run folders record
+    their run_root, so that a moved or cloned repository still resumes them), else absolute."""
+    path = resolve_path(path)
+    try:
+        return str(path.relative_to(repo_root()))
+    except ValueError:
+        return str(path)
+
+
 def training_config(parameters: dict):
     """The TrainConfig of a "train" or "warmstart" step: `config_from_preset(preset, ...)`
     with the experiment's manifest (notebook 01's) and no progress bars."""
@@ -192,18 +203,17 @@ def plan(
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must differ, got {seeds!r}.")
     evaluate = settings["evaluate"] if evaluate is None else tuple(evaluate)
-    run_root = Path(run_root if run_root is not None else repo_root() / settings["run_root"])
-    run_root = run_root if run_root.is_absolute() else repo_root() / run_root
+    run_root = resolve_path(run_root if run_root is not None else settings["run_root"])
     if figures_dir is None:
         figures_dir = repo_root() / "figures" if mode == "figures" else run_root / "figures"
     resume = mode in ("reproduce", "figures") if resume is None else bool(resume)
-    common = {"run_root": str(run_root), "smoke": settings["smoke"]}
-    notebook_common = {**common, "figures_dir": str(figures_dir)}
+    common = {"run_root": portable_path(run_root), "smoke": settings["smoke"]}
+    notebook_common = {**common, "figures_dir": portable_path(figures_dir)}
     overrides = dict(settings["overrides"])
 
     def train_parameters(method: str, seed: int) -> dict:
         params = {"preset": settings["preset"], "method": method, "seed": seed}
-        params |= {"run_root": str(run_root), "resume": resume, **overrides}
+        params |= {"run_root": portable_path(run_root), "resume": resume, **overrides}
         return params | ({"root": root} if root else {})
 
     data = Step(
@@ -577,7 +587,7 @@ def run_pipeline(
         "load_average_end": _load(),
     }
     for run_root in {s.parameters.get("run_root") for s in steps} - {None}:
-        write_json(Path(run_root) / "pipeline_timings.json", summary)
+        write_json(resolve_path(run_root) / "pipeline_timings.json", summary)
     return records
 
 
@@ -634,7 +644,7 @@ def train_many(
     `scripts/study.py`; returns `run_pipeline`'s records."""
     steps, warm = [], {}
     for params in parameters:
-        params = {"resume": resume, **params}
+        params = {"resume": resume, **params, "run_root": portable_path(params["run_root"])}
         group = (params["run_root"], _warm_start_group(params))
         after: tuple[str, ...] = ()
         if group[1]:
