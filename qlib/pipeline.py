@@ -341,10 +341,36 @@ class _QuietParameterWarnings:
         return not message.startswith(("Unable to parse line", "Passed unknown parameter"))
 
 
+_HEADLESS_MESSAGE = "ipywidgets is off in pipeline kernels (headless runs draw no widgets)"
+
+
+def _headless_widgets() -> None:
+    """Make `import ipywidgets` fail in the kernels this process starts, as in an install
+    without the `lab` extra: executing an `ipywidgets.interact` cell headless can hang nbclient
+    forever at random (papermill issue 723, nbclient issue 312; seen here in notebook 02). The
+    notebooks already handle a missing ipywidgets; tqdm falls back to text bars."""
+    import atexit
+    import shutil
+    import tempfile
+
+    if os.environ.get("QLIB_HEADLESS_WIDGETS"):
+        return
+    folder = tempfile.mkdtemp(prefix="qlib-headless-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    shim = Path(folder) / "ipywidgets"
+    shim.mkdir()
+    (shim / "__init__.py").write_text(f"raise ImportError({_HEADLESS_MESSAGE!r})\n")
+    path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(shim.parent), *([path] if path else [])])
+    os.environ["QLIB_HEADLESS_WIDGETS"] = str(shim.parent)
+
+
 def _use_this_interpreter() -> None:
-    """Make the "python3" kernel the interpreter running this process (the venv), and let the
-    executed notebooks keep their inline figures."""
+    """Make the "python3" kernel the interpreter running this process (the venv), headless
+    (`_headless_widgets`), and let the executed notebooks keep their inline figures."""
     import logging
+
+    _headless_widgets()
 
     bin_dir = os.path.dirname(sys.executable)
     path = os.environ.get("PATH", "")
@@ -368,6 +394,7 @@ def _execute(
     log_output: bool,
     progress_bar: bool,
     start_timeout: int,
+    cell_timeout: int | None = None,
 ) -> None:
     import papermill as pm
 
@@ -391,6 +418,7 @@ def _execute(
             log_output=log_output,
             progress_bar=progress_bar,
             start_timeout=start_timeout,
+            execution_timeout=cell_timeout,
             cwd=str(notebook_dir),
         )
     except pm.PapermillExecutionError as err:
@@ -455,6 +483,7 @@ def _run_step(step: Step, options: dict) -> float:
             log_output=options["log_output"],
             progress_bar=options["progress_bar"],
             start_timeout=options["start_timeout"],
+            cell_timeout=options["cell_timeout"],
         )
     elif step.kind in ("train", "warmstart"):
         work = _train if step.kind == "train" else _warm_start
@@ -495,6 +524,7 @@ def run_pipeline(
     log_output: bool = False,
     progress_bar: bool = True,
     start_timeout: int = 120,
+    cell_timeout: int | None = None,
     echo: Callable[[str], None] = print,
 ) -> list[dict]:
     """Execute `steps`, each once the steps named in its `after` are done, on `workers`
@@ -502,8 +532,9 @@ def run_pipeline(
     `executed_dir`. A training whose parameters say `resume` (or every training, with
     `resume=True`) is skipped when its run is finished. Returns one record per step (`name`,
     `kind`, `seconds`, `status`) in completion order; raises `PipelineError` at the first
-    failure (steps already running finish first). Timings, load and layout are also written
-    to `<run_root>/pipeline_timings.json`."""
+    failure (steps already running finish first); a notebook cell running longer than
+    `cell_timeout` seconds is a failure. Timings, load and layout are also written to
+    `<run_root>/pipeline_timings.json`."""
     from . import checks
 
     checks.integer("workers", workers, 1)
@@ -521,6 +552,7 @@ def run_pipeline(
         "log_output": log_output,
         "progress_bar": progress_bar and workers == 1,
         "start_timeout": start_timeout,
+        "cell_timeout": cell_timeout,
     }
     records: list[dict] = []
     index = {s.name: i for i, s in enumerate(steps, 1)}
@@ -716,6 +748,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             executed_dir,
             workers=args.workers or default_workers(),
             log_output=args.log_output,
+            # A hung kernel fails instead of waiting forever; on Stanford Cars notebooks 01 and
+            # 04 take minutes.
+            cell_timeout=3600 if args.mode == "reproduce" else 600,
         )
     except (PipelineError, ValueError) as err:
         print(f"\nPipeline stopped: {err}", file=sys.stderr)

@@ -180,6 +180,24 @@ def test_undeclared_parameter_is_refused(tmp_path, monkeypatch):
         pipeline.run_pipeline([step], tmp_path / "executed", echo=lambda s: None)
 
 
+@pytest.mark.notebook
+def test_kernels_run_headless_without_widgets(tmp_path, monkeypatch):
+    # ipywidgets.interact cells can hang a headless nbclient at random: the pipeline's kernels
+    # behave as an install without ipywidgets (the notebooks handle that), tqdm falls back.
+    body = (
+        "try:\n    import ipywidgets\nexcept ImportError:\n    ipywidgets = None\n"
+        "assert ipywidgets is None\n"
+        "from tqdm.auto import tqdm\nassert sum(tqdm(range(3))) == 3"
+    )
+    tiny_notebook(tmp_path / "02_mining_toy.ipynb", "run_root = ''  # where", body)
+    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", tmp_path)
+    step = pipeline.Step("02_mining_toy.ipynb", {"run_root": "x"}, "02_mining_toy.ipynb")
+    records = pipeline.run_pipeline(
+        [step], tmp_path / "executed", progress_bar=False, cell_timeout=120, echo=lambda s: None
+    )
+    assert records[0]["status"] == "ran"
+
+
 def test_main_reports_bad_arguments(capsys):
     assert pipeline.main(["reproduce"]) == 1
     assert "--root" in capsys.readouterr().err
