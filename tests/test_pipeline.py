@@ -191,7 +191,7 @@ def test_kernels_run_headless_without_widgets(tmp_path, monkeypatch):
     )
     tiny_notebook(tmp_path / "02_mining_toy.ipynb", "run_root = ''  # where", body)
     monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", tmp_path)
-    step = pipeline.Step("02_mining_toy.ipynb", {"run_root": "x"}, "02_mining_toy.ipynb")
+    step = pipeline.Step("02_mining_toy.ipynb", {"run_root": str(tmp_path)}, "02_mining_toy.ipynb")
     records = pipeline.run_pipeline(
         [step], tmp_path / "executed", progress_bar=False, cell_timeout=120, echo=lambda s: None
     )
