@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml
 
 # make demo [SEEDS="0 1 2"]: every Table 1 method x 3 seeds from the warm start, 2 training
 # processes side by side; everything under runs/demo (figures in runs/demo/figures).
+# 5.4 to 7 min on this project's 2-core CPU (shared with other jobs).
 demo: $(VENV)/.installed
 	$(PY) -m qlib.pipeline demo $(if $(SEEDS),--seeds $(SEEDS),)
 
@@ -28,12 +29,13 @@ figures: $(VENV)/.installed
 # make tune [PRESET=demo] [CARS_ROOT=/path/to/stanford_cars]: each method's learning rate on
 # validation classes (runs/tune/<preset>/tune.json and tune.md); paste the result into
 # METHOD_SETTINGS in qlib/train/config.py. PRESET=paper tunes the baselines (needs a GPU).
+# Demo: 64 runs, 17 min on the 2-core CPU while other jobs loaded it.
 PRESET ?= demo
 tune: $(VENV)/.installed
 	$(PY) -m qlib.tune --preset $(PRESET) $(if $(CARS_ROOT),--root "$(CARS_ROOT)",)
 
 # Warm start vs scratch, and warm-up, for Random / Method 1 / Method 2, 5 seeds:
-# runs/study/study.md.
+# runs/study/study.md. 65 runs, 17 min on the 2-core CPU.
 study: $(VENV)/.installed
 	$(PY) scripts/study.py $(if $(SEEDS),--seeds $(SEEDS),)
 
