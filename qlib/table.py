@@ -4,7 +4,10 @@
 every `<run_root>/<run>/metrics.json` (+ `config.json`); `build_table1(runs)` puts the measured
 mean (and sample standard deviation over seeds, ddof=1) next to the paper's numbers with the
 difference measured - paper. A method without a run stays missing (NaN, "—" in markdown), never
-zero. `to_markdown` / `to_csv` write the table (markdown is written here, no `tabulate`).
+zero. `to_markdown` / `to_csv` write the table (markdown is written here, no `tabulate`);
+`protocol_notes(runs)` says how the rows were trained (seeds, start, budget, each method's
+learning rate and how it was chosen), `comparisons_markdown` formats the paired differences of
+`qlib.stats.paired_table`, and `write_markdown` puts it all in one file with the errata.
 """
 
 from __future__ import annotations
@@ -28,9 +31,13 @@ __all__ = [
     "PaperRow",
     "build_table1",
     "collect_runs",
+    "SETUP_FIELDS",
     "comparability",
+    "comparisons_markdown",
     "final_metrics",
+    "learning_rate_notes",
     "paper_table1",
+    "protocol_notes",
     "to_csv",
     "to_markdown",
     "write_markdown",
@@ -43,7 +50,7 @@ METRICS = ("R@1", "R@2", "R@4", "R@8", "NMI")
 class PaperRow:
     """One row of the paper's Table 1, as printed (percent)."""
 
-    method: str  # the method key used by qlib.train ("clustering" is not built)
+    method: str  # the method key used by qlib.train
     name: str  # the paper's row label
     values: tuple[float, float, float, float, float]  # R@1, R@2, R@4, R@8, NMI
     comparable: bool  # obtained with the paper's own model (ResNet-101, 1024-d)?
@@ -83,7 +90,7 @@ PAPER_TABLE1: tuple[PaperRow, ...] = (
         "Clustering [22]",
         (58.11, 70.64, 80.27, 87.81, 59.23),
         False,
-        _HARWOOD.format(nmi=59.04) + " Not built in this project.",
+        _HARWOOD.format(nmi=59.04),
     ),
     PaperRow(
         "triplet_global",
@@ -130,6 +137,23 @@ ERRATA = (
     "GoogLeNet and a 64-d embedding, not with the paper's ResNet-101 and 1024-d embedding.",
     "Their NMI column equals Harwood et al.'s CUB-200 NMI values, not their Cars196 values "
     "(Cars196 NMI there: 53.35, 56.88, 57.79, 59.04, 58.20 for the five baselines in order).",
+)
+
+# The settings of a run's config.json that collect_runs reports beside its metrics.
+SETUP_FIELDS = (
+    "dataset",
+    "synthetic_size",
+    "backbone",
+    "init",
+    "classifier_epochs",
+    "embedding_dim",
+    "epochs",
+    "warmup_epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "reduction",
+    "eval_split",
 )
 
 _RUN_NAME = re.compile(r"^(?P<method>.+)_seed(?P<seed>\d+)$")
@@ -222,15 +246,12 @@ def _run_identity(run_dir: Path) -> dict:
             raise ValueError(f"{config_path}: 'config' is not a JSON object.")
         identity["method"] = config.get("method")
         identity["seed"] = config.get("seed")
-        for key in (
-            "dataset",
-            "synthetic_size",
-            "backbone",
-            "init",
-            "embedding_dim",
-            "epochs",
-        ):
+        for key in SETUP_FIELDS:
             identity[key] = config.get(key)
+        environment = content.get("environment", {})
+        if isinstance(environment, dict):
+            identity["torch_threads"] = environment.get("torch_threads")
+            identity["device"] = environment.get("device")
     match = _RUN_NAME.match(run_dir.name)
     if identity["method"] is None and match:
         identity["method"] = match["method"]
@@ -299,6 +320,149 @@ def comparability(runs: pd.DataFrame) -> str:
         "ordering of the methods under one protocol is informative. Only `make reproduce` "
         "(Stanford Cars, the paper preset) gives comparable numbers."
     )
+
+
+def _values(runs: pd.DataFrame, key: str) -> list:
+    if key not in runs.columns:
+        return []
+    return sorted({v for v in runs[key].tolist() if v is not None and v == v}, key=str)
+
+
+def _one(runs: pd.DataFrame, key: str) -> str:
+    values = _values(runs, key)
+    return "unknown" if not values else " / ".join(str(v) for v in values)
+
+
+def _matching_preset(runs: pd.DataFrame) -> str | None:
+    """The preset whose data, model and optimiser every run used, if exactly one is."""
+    from .train.config import PRESETS, TrainConfig
+
+    keys = ("dataset", "synthetic_size", "backbone", "embedding_dim", "optimizer")
+    found = []
+    for name, preset in PRESETS.items():
+        wanted = {k: preset.get(k, getattr(TrainConfig, k)) for k in keys}
+        if wanted["dataset"] != "synthetic":
+            wanted.pop("synthetic_size")
+        if all(_values(runs, k) == [v] for k, v in wanted.items()):
+            found.append(name)
+    return found[0] if len(found) == 1 else None
+
+
+def learning_rate_notes(runs: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """Per method (paper order): (its learning rate from the runs' config.json, how it was
+    chosen), read against the presets of `qlib.train.config` (tuned entries of
+    METHOD_SETTINGS)."""
+    from .train.config import METHOD_SETTINGS, QUADRUPLET_METHODS, config_from_preset
+
+    preset = _matching_preset(runs)
+    order = [r.method for r in PAPER_TABLE1]
+    methods = sorted(
+        dict.fromkeys(runs["method"]),
+        key=lambda m: (m not in order, order.index(m) if m in order else 0, m),
+    )
+    notes = {}
+    for method in methods:
+        lrs = _values(runs[runs["method"] == method], "lr")
+        if not lrs:
+            continue
+        text = ", ".join(f"{lr:g}" for lr in lrs)
+        expected = config_from_preset(preset, method=method).lr if preset else None
+        tuned = "lr" in METHOD_SETTINGS.get(preset, {}).get(method, {}) if preset else False
+        if len(lrs) > 1 or expected is None or lrs[0] != expected:
+            how = "set by hand (not the preset's value)"
+        elif tuned:
+            how = f"chosen on validation classes by `make tune PRESET={preset}`"
+        elif preset == "paper" and method in QUADRUPLET_METHODS:
+            how = "the paper's"
+        elif preset == "paper":
+            how = (
+                "the paper's rate, not tuned for this baseline (no GPU and no Stanford Cars "
+                "where this was built; `make tune PRESET=paper CARS_ROOT=...` tunes it)"
+            )
+        else:
+            how = f"the `{preset}` preset's value, not tuned"
+        notes[method] = (text, how)
+    return notes
+
+
+def protocol_notes(runs: pd.DataFrame) -> str:
+    """How the measured rows were trained, from the completed runs' config.json: seeds, start,
+    budget, optimiser and each method's learning rate with how it was chosen, the reduction
+    rule, threads. Markdown bullets."""
+    if "final" in runs.columns:
+        runs = runs[runs["final"].astype(bool)]
+    if runs.empty:
+        return "No completed run yet."
+    seeds = _values(runs, "seed")
+    inits = _values(runs, "init")
+    start = _one(runs, "init")
+    if inits == ["classifier"]:
+        start = (
+            "the same warm start for every method and seed: the network first trained as a "
+            f"fine-class classifier for {_one(runs, 'classifier_epochs')} epoch(s) on the "
+            'training classes only (`init="classifier"`, standing in for the paper\'s ImageNet '
+            "weights)"
+        )
+    elif inits == ["imagenet"]:
+        start = "ImageNet weights (the paper's start)"
+    elif inits == ["scratch"]:
+        start = "random weights (from scratch)"
+    optimizers = _values(runs, "optimizer")
+    rule = (
+        'Every method\'s batch loss is B x its own per-unit mean (`reduction="sum"`, '
+        'docs/spec.md "Baselines"), so one SGD learning rate is one step size for every method'
+    )
+    if optimizers == ["adam"]:
+        rule += "; under Adam, whose steps do not depend on the loss's scale, this matters less."
+    else:
+        rule += ": the paper's 3e-4 means the same for the baselines as for its own methods."
+    by_how: dict[str, list[str]] = {}
+    for method, (lr, how) in learning_rate_notes(runs).items():
+        by_how.setdefault(how, []).append(f"{method} {lr}")
+    lrs = "; ".join(f"{', '.join(items)} ({how})" for how, items in by_how.items())
+    lines = [
+        f"- Seeds: {', '.join(str(s) for s in seeds)}; a row is the mean ± sample std over "
+        "its seeds (column Seeds = n).",
+        f"- Start: {start}.",
+        f"- Budget, the same for every method: {_one(runs, 'epochs')} epochs of ceil(valid "
+        f"anchors / B) iterations, B = {_one(runs, 'batch_size')} quadruplets or 4B images "
+        f"per iteration; warm-up epochs of Random: {_one(runs, 'warmup_epochs')}.",
+        f"- Optimiser: {_one(runs, 'optimizer')}; learning rate per method: {lrs}.",
+        f"- {rule}",
+        f"- Torch threads per run: {_one(runs, 'torch_threads')} (recorded in config.json; a "
+        "run's numbers repeat bitwise on one machine).",
+    ]
+    return "\n".join(lines)
+
+
+def comparisons_markdown(comparisons: pd.DataFrame, digits: int = 2) -> str:
+    """The paired differences of `qlib.stats.paired_table` as a markdown table: one row per
+    pair, one column per metric, cells `mean [low, high]`, n the seeds both methods have."""
+    names = {row.method: row.name for row in PAPER_TABLE1}
+    metrics = list(dict.fromkeys(comparisons["metric"]))
+    confidence = comparisons["confidence"].iloc[0] if len(comparisons) else 0.95
+    header = ["Comparison (a − b)", "n", *(f"Δ {m} [{confidence:.0%} CI]" for m in metrics)]
+    lines = ["| " + " | ".join(header) + " |", "|---|---:|" + "---:|" * len(metrics)]
+    for (a, b), group in comparisons.groupby(["a", "b"], sort=False):
+        by_metric = group.set_index("metric")
+        cells = [f"{names.get(a, a)} − {names.get(b, b)}", str(int(group["n"].max()))]
+        for metric in metrics:
+            row = by_metric.loc[metric]
+            mean = _number(row["mean"], digits, signed=True)
+            if np.isfinite(row["low"]):
+                low, high = _number(row["low"], digits), _number(row["high"], digits)
+                cells.append(f"{mean} [{low}, {high}]")
+            else:
+                cells.append(mean)
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Δ: the mean over seeds of the per-seed difference a − b (the same seed of both "
+        f"methods forms a pair); [{confidence:.0%} CI]: Student's t interval on those "
+        "differences, mean ± t(n−1) · s / √n, n = the seeds both methods have (no interval "
+        "with n < 2). An interval that holds 0 does not establish a difference.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -419,14 +583,25 @@ def to_csv(table: pd.DataFrame, path: str | Path) -> Path:
 
 
 def write_markdown(
-    table: pd.DataFrame, path: str | Path, *, preamble: str = "", layout: str = "wide"
+    table: pd.DataFrame,
+    path: str | Path,
+    *,
+    preamble: str = "",
+    layout: str = "wide",
+    comparisons: pd.DataFrame | None = None,
+    notes: str = "",
 ) -> Path:
-    """Write `preamble`, `to_markdown(table, layout=layout)` and the errata to `path`; returns
-    the path."""
+    """Write `preamble`, `to_markdown(table, layout=layout)`, the paired `comparisons`
+    (`qlib.stats.paired_table`), the training `notes` (`protocol_notes`) and the errata to
+    `path`; returns the path."""
     errata = "\n".join(f"- {item}" for item in ERRATA)
     text = (preamble.strip() + "\n\n" if preamble.strip() else "") + to_markdown(
         table, layout=layout
     )
+    if comparisons is not None and len(comparisons):
+        text += "\nPaired differences between methods:\n\n" + comparisons_markdown(comparisons)
+    if notes.strip():
+        text += f"\nHow the measured rows were trained:\n\n{notes.strip()}\n"
     text += f"\nKnown errata of the paper's Table 1:\n\n{errata}\n"
     path = Path(path)
     atomic_write_bytes(path, text.encode())

@@ -215,3 +215,114 @@ def test_compact_markdown_cells(run_root):
     assert [c.strip() for c in random_line.strip("|").split("|")][2] == f"{table.MISSING} (61.49)"
     with pytest.raises(ValueError, match="layout"):
         table.to_markdown(result, layout="tall")
+
+
+# ----------------------------------------------------------------------------------------------
+# Every row filled, how the rows were trained, paired differences in the markdown
+# ----------------------------------------------------------------------------------------------
+
+DEMO_SETUP = {
+    "dataset": "synthetic",
+    "synthetic_size": "demo",
+    "backbone": "smallcnn",
+    "embedding_dim": 128,
+    "optimizer": "adam",
+    "init": "classifier",
+    "classifier_epochs": 3,
+    "epochs": 3,
+    "warmup_epochs": 0,
+    "batch_size": 16,
+    "reduction": "sum",
+}
+PAPER_SETUP = {
+    "dataset": "stanford_cars",
+    "backbone": "resnet101",
+    "embedding_dim": 1024,
+    "optimizer": "sgd",
+    "init": "imagenet",
+    "epochs": 40,
+    "lr": 3e-4,
+}
+
+
+def write_configured_run(run_root, method, seed, r1, setup):
+    run_dir = write_run(run_root, method, seed, [r1, r1 + 1, r1 + 2, r1 + 3, r1 / 2])
+    config = {"method": method, "seed": seed, **setup}
+    write_json(run_dir / "config.json", {"config": config, "environment": {"torch_threads": 1}})
+    return run_dir
+
+
+def test_every_row_filled_clustering_included(tmp_path):
+    for k, method in enumerate(table.paper_table1().index):
+        for seed in range(3):
+            write_configured_run(tmp_path, method, seed, 40.0 + k + seed, DEMO_SETUP)
+    result = table.build_table1(table.collect_runs(tmp_path))
+    assert (result["n_seeds"] == 3).all()
+    assert result[list(table.METRICS)].notna().all().all()
+    assert result.loc["clustering", "R@1"] == pytest.approx(44.0)
+    assert "not built" not in " ".join(result["note"]).lower()
+    markdown = table.to_markdown(result)
+    assert table.MISSING not in markdown.split("\n\n")[0].replace("| — |", "")
+
+
+def test_protocol_notes_say_how_each_learning_rate_was_chosen(tmp_path, monkeypatch):
+    from qlib.train import config as qconfig
+
+    monkeypatch.setitem(qconfig.METHOD_SETTINGS, "demo", {"method2": {"lr": 0.003}})
+    write_configured_run(tmp_path, "method2", 0, 50.0, DEMO_SETUP | {"lr": 0.003})
+    write_configured_run(tmp_path, "method2", 1, 51.0, DEMO_SETUP | {"lr": 0.003})
+    write_configured_run(tmp_path, "random", 0, 50.0, DEMO_SETUP | {"lr": 1e-3})
+    write_configured_run(tmp_path, "semihard", 0, 50.0, DEMO_SETUP | {"lr": 0.5})
+    notes = table.protocol_notes(table.collect_runs(tmp_path))
+    assert "method2 0.003 (chosen on validation classes by `make tune PRESET=demo`)" in notes
+    assert "random 0.001 (the `demo` preset's value, not tuned)" in notes
+    assert "semihard 0.5 (set by hand" in notes
+    assert "Seeds: 0, 1" in notes and "classifier for 3 epoch(s)" in notes
+    assert "Torch threads per run: 1" in notes
+
+
+def test_protocol_notes_of_the_paper_preset(tmp_path, monkeypatch):
+    from qlib.train import config as qconfig
+
+    monkeypatch.setitem(qconfig.METHOD_SETTINGS, "paper", {})
+    write_configured_run(tmp_path, "method1", 0, 60.0, PAPER_SETUP)
+    write_configured_run(tmp_path, "lifted", 0, 60.0, PAPER_SETUP)
+    notes = table.protocol_notes(table.collect_runs(tmp_path))
+    assert "method1 0.0003 (the paper's)" in notes
+    assert "lifted 0.0003 (the paper's rate, not tuned for this baseline" in notes
+    assert "one step size for every method" in notes and "ImageNet weights" in notes
+
+
+def test_markdown_holds_paired_differences_and_notes(tmp_path):
+    from qlib import stats
+
+    for seed, (m2, rnd) in enumerate([(55.0, 50.0), (53.0, 52.0), (54.0, 49.0)]):
+        write_configured_run(tmp_path, "method2", seed, m2, DEMO_SETUP | {"lr": 1e-3})
+        write_configured_run(tmp_path, "random", seed, rnd, DEMO_SETUP | {"lr": 1e-3})
+    runs = table.collect_runs(tmp_path)
+    comparisons = stats.paired_table(runs, [("method2", "random")], metrics=("R@1", "NMI"))
+    text = table.comparisons_markdown(comparisons)
+    row = next(line for line in text.splitlines() if line.startswith("| Proposed Method 2"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    expected = stats.paired_comparison(runs, "method2", "random")
+    assert cells[0] == "Proposed Method 2 − Random Quadruplet Selection [9]"
+    assert cells[1] == "3"
+    assert cells[2] == f"+{expected.mean:.2f} [{expected.low:.2f}, {expected.high:.2f}]".replace(
+        "-", "−"
+    )
+    path = table.write_markdown(
+        table.build_table1(runs),
+        tmp_path / "table1.md",
+        comparisons=comparisons,
+        notes=table.protocol_notes(runs),
+    )
+    written = path.read_text()
+    assert "Paired differences" in written and "Student's t interval" in written
+    assert "How the measured rows were trained" in written and "Harwood" in written
+
+
+def test_malformed_config_is_named(run_root):
+    (run_root / "method2_seed0" / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="expected a JSON object") as info:
+        table.collect_runs(run_root)
+    assert "method2_seed0" in str(info.value)

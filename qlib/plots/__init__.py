@@ -6,7 +6,7 @@
     mining.py      Fig. 2 panels, mining statistics, toy snapshots and animation (notebook 02)
     training.py    training curves of a run or of several (notebooks 02, 03)
     evaluation.py  UMAP, retrieval grid, distance histograms, per-coarse bars (notebook 04)
-    table.py       Table 1 bars (notebook 05)
+    table.py       Table 1 bars and the paired differences (notebook 05)
 
 Plots draw from arrays and DataFrames; they never train or load checkpoints. Every figure is
 saved from code with `save_figure` (animations too, as GIFs).
@@ -34,7 +34,7 @@ from .mining import (
     plot_mining_statistics,
     plot_toy_training_snapshots,
 )
-from .table import plot_table1_bars
+from .table import plot_paired_differences, plot_table1_bars
 from .training import plot_training_curves
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "plot_fine_examples",
     "plot_mining_panels",
     "plot_mining_statistics",
+    "plot_paired_differences",
     "plot_per_coarse",
     "plot_retrieval_grid",
     "plot_table1_bars",

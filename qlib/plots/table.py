@@ -25,3 +25,39 @@ def plot_table1_bars(table1, metrics=("R@1", "R@2", "R@4", "R@8", "NMI")) -> plt
     axes[0, 0].invert_yaxis()
     axes[0, -1].legend(loc="lower right", fontsize=8)
     return fig
+
+
+SHORT_NAMES = {"random": "Random", "method1": "Method 1", "method2": "Method 2"}
+
+
+def plot_paired_differences(comparisons, metrics=None) -> plt.Figure:
+    """Paired differences a − b with their confidence intervals, one panel per metric, from
+    `qlib.stats.paired_table`: a dot per seed, the mean as a tick, the t interval as a line;
+    the zero line is "no difference"."""
+    metrics = list(dict.fromkeys(comparisons["metric"])) if metrics is None else list(metrics)
+    pairs = list(dict.fromkeys(zip(comparisons["a"], comparisons["b"], strict=True)))
+    labels = [f"{SHORT_NAMES.get(a, a)} − {SHORT_NAMES.get(b, b)}" for a, b in pairs]
+    y = np.arange(len(pairs))
+    size = (3.6 * len(metrics), 0.6 * len(pairs) + 1.8)
+    fig, axes = plt.subplots(1, len(metrics), figsize=size, sharey=True, squeeze=False)
+    confidence = comparisons["confidence"].iloc[0] if len(comparisons) else 0.95
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        rows = comparisons[comparisons["metric"] == metric].set_index(["a", "b"])
+        ax.axvline(0.0, color="0.3", lw=1)
+        for yi, pair in zip(y, pairs, strict=True):
+            row = rows.loc[pair]
+            seeds = list(row["differences"])
+            ax.plot(seeds, [yi + 0.2] * len(seeds), "o", color="0.45", ms=4, zorder=5)
+            if np.isfinite(row["low"]):
+                ax.plot([row["low"], row["high"]], [yi, yi], color="tab:blue", lw=2.5, zorder=3)
+            ax.plot([row["mean"]], [yi], "|", color="tab:blue", ms=14, mew=2.5, zorder=4)
+            ax.text(1.01, yi, f"n={row['n']}", transform=ax.get_yaxis_transform(),
+                    va="center", fontsize=7, color="0.3")  # fmt: skip
+        ax.set(title=f"Δ {metric}", xlabel="points")
+    axes[0, 0].set_yticks(y, labels)
+    axes[0, 0].invert_yaxis()
+    fig.suptitle(
+        f"a − b per seed (dots), mean (tick) and {confidence:.0%} t interval (line)", fontsize=10
+    )
+    fig.tight_layout()
+    return fig
