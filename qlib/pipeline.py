@@ -462,13 +462,13 @@ def _train(parameters: dict) -> None:
 def _warm_start(parameters: dict) -> None:
     """Train (or find cached) the classifier warm start exactly as `train` would."""
     from . import train as qtrain
-    from .train.loop import deterministic_cpu
+    from .train.loop import repeatable_cpu
     from .train.warmstart import classifier_state
     from .utils import resolve_device
 
     config = training_config(parameters)
     device = resolve_device(config.device)
-    with deterministic_cpu(device):
+    with repeatable_cpu(device, config.threads):
         classifier_state(config, qtrain.build_datasets(config), device)
 
 

@@ -109,7 +109,7 @@ def worker_checks(folder: Path) -> None:
     device = torch.device("cpu")
     for method in CHECKED:
         config = check_config(folder / "ranks", method, B)
-        with qloop.deterministic_cpu(device):
+        with qloop.repeatable_cpu(device, None):
             run = qloop.setup(config, device)
             world = run.world
             assert world.distributed and world.size == N
@@ -170,7 +170,7 @@ def single(ranks):
     results = {}
     for method in CHECKED:
         config = check_config(folder / "single", method, N * B)
-        with qloop.deterministic_cpu(device):
+        with qloop.repeatable_cpu(device, None):
             run = qloop.setup(config, device)
             assert not run.world.distributed
             bank = run.world.embed(run.model, run.bank_loader)

@@ -102,6 +102,7 @@ class TrainConfig:
     # Hardware.
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     num_workers: int = 0  # data-loader worker processes (kept alive for the whole run)
+    threads: int | None = None  # CPU runs: torch threads during training (None: torch's own)
     amp: bool = True  # CUDA: bfloat16 autocast (float16 + GradScaler without bf16); CPU: off
     sync_timings: bool = False  # synchronise CUDA per step so time_* columns are exact
     # Run bookkeeping.
@@ -124,6 +125,8 @@ class TrainConfig:
         for name in ("iterations_per_epoch", "bank_refresh_iterations", "image_size"):
             if getattr(self, name) is not None:
                 checks.integer(name, getattr(self, name), 1)
+        if self.threads is not None:
+            checks.integer("threads", self.threads, 1)
         if self.stop_after_iterations is not None:
             checks.integer("stop_after_iterations", self.stop_after_iterations, 1)
         for name in (
@@ -207,6 +210,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs": 3,
         "eval_every": 3,
         "num_workers": 0,
+        "threads": 1,  # the same bits whoever launches the run (the pipeline runs two at once)
         "run_root": "runs/demo",
     },
     # Seconds: for tests and the notebooks' smoke switch.
@@ -226,6 +230,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_every": 1,
         "eval_batch_size": 64,
         "num_workers": 0,
+        "threads": 1,
         "run_root": "runs/smoke",
     },
 }

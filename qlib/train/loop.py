@@ -477,20 +477,26 @@ def setup(config: TrainConfig, device: torch.device) -> Run | None:
 
 
 @contextmanager
-def deterministic_cpu(device: torch.device):
-    """Multi-threaded CPU scatter-adds (the backward of indexing with repeated indices) sum in a
-    varying order; torch's deterministic kernels make CPU runs repeatable at the same speed.
-    CUDA keeps its fast kernels. The previous setting is restored."""
+def repeatable_cpu(device: torch.device, threads: int | None):
+    """CPU runs that repeat bit for bit, whoever launches them. Multi-threaded scatter-adds (the
+    backward of indexing with repeated indices) sum in a varying order: torch's deterministic
+    kernels fix that at the same speed. The number of intra-op threads changes how sums are split,
+    so `threads` (when set) is the run's own, not the launcher's. CUDA keeps its fast kernels;
+    the previous settings are restored."""
     was, warn_only = (
         torch.are_deterministic_algorithms_enabled(),
-        (torch.is_deterministic_algorithms_warn_only_enabled()),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
     )
+    previous_threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
+        if threads:
+            torch.set_num_threads(threads)
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(was, warn_only=warn_only)
+        torch.set_num_threads(previous_threads)
 
 
 def train(config: TrainConfig) -> Path:
@@ -500,7 +506,7 @@ def train(config: TrainConfig) -> Path:
     # Under torchrun: this rank's GPU (LOCAL_RANK), and the process group is created.
     device = distributed.world_for(resolve_device(config.device)).device
     try:
-        with deterministic_cpu(device):
+        with repeatable_cpu(device, config.threads):
             run = setup(config, device)
             if run is None:
                 return runs.run_dir_of(config)

@@ -39,18 +39,18 @@ def classifier_key(config: TrainConfig, data: RunData) -> str:
         for k in (
             "backbone",
             "embedding_dim",
-            "normalize",
             "freeze_bn",
             "classifier_epochs",
             "batch_size",
             "amp",
+            "threads",
         )
     }
     settings |= {
         "image_size": data.image_size,
         "n_coarse": data.n_coarse,
         "lr": CLASSIFIER_LR,
-        "version": 1,
+        "version": 2,
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode() + images)
     return digest.hexdigest()[:16]
