@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .utils import repo_root, write_json
+from .utils import experiment_root, repo_root, write_json
 
 __all__ = [
     "METHODS",
@@ -132,6 +132,8 @@ def plan(
     evaluate = settings["evaluate"] if evaluate is None else tuple(evaluate)
     run_root = Path(run_root if run_root is not None else repo_root() / settings["run_root"])
     run_root = run_root if run_root.is_absolute() else repo_root() / run_root
+    if settings["smoke"]:  # where notebooks 03/04 put smoke runs: every notebook must agree
+        run_root = experiment_root(run_root, smoke=True)
     common = {"run_root": str(run_root), "smoke": settings["smoke"]}
     if mode == "reproduce":
         # The committed figures/ are the demo's: Stanford Cars figures stay with their runs.

@@ -3,6 +3,7 @@
     scheme.py      the shared encodings: coarse class = colour, fine class = marker,
                    quadruplet roles (R, P+, P-, N) and split colours
     data.py        the dataset (notebook 01)
+    dissection.py  one training iteration taken apart (notebook 03)
     mining.py      Fig. 2 panels, mining statistics, toy snapshots and animation (notebook 02)
     training.py    training curves of a run or of several (notebooks 02, 03)
     evaluation.py  UMAP, retrieval grid, distance histograms, per-coarse bars (notebook 04)
@@ -27,6 +28,7 @@ from .data import (
     plot_examples_per_coarse,
     plot_fine_examples,
 )
+from .dissection import plot_iteration_dissection
 from .evaluation import plot_distance_histograms, plot_per_coarse, plot_retrieval_grid, plot_umap
 from .mining import (
     animate_toy_training,
@@ -46,6 +48,7 @@ __all__ = [
     "plot_distance_histograms",
     "plot_examples_per_coarse",
     "plot_fine_examples",
+    "plot_iteration_dissection",
     "plot_mining_panels",
     "plot_mining_statistics",
     "plot_per_coarse",
