@@ -8,6 +8,10 @@ PY := $(abspath $(VENV))/bin/python
 # Where torch comes from: empty = PyPI (on Linux x86-64 the CUDA build, elsewhere the CPU one);
 # e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu for the CPU-only build, or .../whl/cu126.
 TORCH_INDEX ?=
+# The git filter that strips notebooks' outputs, execution counts and what JupyterLab adds to
+# their metadata (cell ids kept: they are the committed ones).
+NBSTRIPOUT = "$(PY)" -m nbstripout --keep-id --extra-keys "$(foreach k,codemirror_mode \
+  file_extension mimetype nbconvert_exporter pygments_lexer version,metadata.language_info.$(k))"
 # papermill kernels resolve `python` through PATH: keep the environment first.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MPLBACKEND := Agg
@@ -29,9 +33,9 @@ $(VENV)/.installed: pyproject.toml
 	$(if $(TORCH_INDEX),$(PY) -m pip install torch torchvision --index-url $(TORCH_INDEX))
 	$(PY) -m pip install -e ".[dev]"
 	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
-	  git config filter.nbstripout.clean '"$(PY)" -m nbstripout --keep-id' && \
+	  git config filter.nbstripout.clean '$(NBSTRIPOUT)' && \
 	  git config filter.nbstripout.smudge cat && \
-	  git config diff.ipynb.textconv '"$(PY)" -m nbstripout --keep-id -t' && \
+	  git config diff.ipynb.textconv '$(NBSTRIPOUT) -t' && \
 	  echo "git: notebooks/*.ipynb are committed without outputs (nbstripout filter)"; fi
 	@touch $@
 

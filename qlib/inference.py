@@ -274,7 +274,7 @@ class _ImageFiles(torch.utils.data.Dataset):
         except ValueError as err:
             reason = str(err.__cause__ or err).splitlines()[0]
             raise ValueError(
-                f"cannot read image {path!r} ({reason}); replace the file or leave it out."
+                f"cannot read image {path!r} ({reason}); expected an image file (JPEG, PNG, ...)."
             ) from err
         return self.transform(image)
 

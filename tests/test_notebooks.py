@@ -15,6 +15,14 @@ from qlib import pipeline
 from qlib.utils import experiment_root, repo_root
 
 NOTEBOOKS = sorted((repo_root() / "notebooks").glob("*.ipynb"))
+# What JupyterLab adds to a notebook's metadata and the Makefile's nbstripout filter removes.
+LAB_KEYS = " ".join(
+    f"metadata.language_info.{k}"
+    for k in (
+        "codemirror_mode", "file_extension", "mimetype", "nbconvert_exporter", "pygments_lexer",
+        "version",
+    )
+)  # fmt: skip
 
 
 def test_experiment_root_keeps_smoke_runs_out_of_real_experiments(tmp_path):
@@ -43,10 +51,32 @@ def test_notebooks_are_committed_clean(path):
         assert stripped == path.read_bytes(), f"{path.name}: run `nbstripout --keep-id` on it"
 
 
+def test_the_git_filter_undoes_an_interactive_session():
+    """What JupyterLab saves after Run All (outputs, counts, widget state, language details)
+    goes back to the committed bytes through the filter `make` registers."""
+    path = repo_root() / "notebooks" / "03_train.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    for count, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        cell.execution_count = count + 1
+        cell.outputs = [
+            nbformat.v4.new_output("stream", name="stdout", text="hello\n"),
+            nbformat.v4.new_output("display_data", data={"text/plain": "<Figure>"}),
+        ]
+        cell.metadata["scrolled"] = True
+    nb.metadata["language_info"] |= {
+        "codemirror_mode": {"name": "ipython", "version": 3}, "file_extension": ".py",
+        "mimetype": "text/x-python", "nbconvert_exporter": "python",
+        "pygments_lexer": "ipython3", "version": "3.11.7",
+    }  # fmt: skip
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    saved = nbformat.writes(nb).encode()
+    assert _nbstripout(saved) == path.read_bytes()
+
+
 def _nbstripout(content: bytes) -> bytes | None:
     pytest.importorskip("nbstripout")
     result = subprocess.run(
-        [sys.executable, "-m", "nbstripout", "--keep-id", "-t"],
+        [sys.executable, "-m", "nbstripout", "--keep-id", "--extra-keys", LAB_KEYS, "-t"],
         input=content,
         capture_output=True,
         timeout=120,
@@ -121,6 +151,10 @@ def test_smoke_notebooks_never_touch_a_real_experiment(tmp_path):
     nb04 = _execute(
         "04_evaluate.ipynb", tmp_path / "04.ipynb", {**common, "run_name": "method2_seed0"}
     )
+
+    # Run again, as a reader would: the finished smoke run resumes (is not retrained).
+    again = _execute("03_train.ipynb", tmp_path / "03b.ipynb", {**common, "method": "method2"})
+    assert _reader_sees(again) == []
 
     after = _snapshot(real)
     assert {k: v for k, v in after.items() if not k.startswith("smoke/")} == before
