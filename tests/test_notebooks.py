@@ -112,6 +112,7 @@ def _execute(notebook: str, output: Path, parameters: dict) -> nbformat.Notebook
         kernel_name="python3",
         progress_bar=False,
         cwd=str(repo_root() / "notebooks"),
+        execution_timeout=900,  # a cell that hangs fails the test instead of blocking the suite
     )
     return nbformat.read(output, as_version=4)
 
@@ -165,3 +166,32 @@ def test_smoke_notebooks_never_touch_a_real_experiment(tmp_path):
     assert (smoke / "figures" / "fig_dissection_iteration.png").is_file()
     assert _reader_sees(nb03) == [] and _reader_sees(nb04) == []
     shutil.rmtree(smoke)
+
+
+def test_figure_slider_redraws_without_an_output_widget(capsys):
+    """The notebooks' sliders: the figure for the slider's value is shown at once, and moving the
+    slider redraws it (no ipywidgets.interact, whose Output widget can hang papermill)."""
+    widgets = pytest.importorskip("ipywidgets")
+    import matplotlib.pyplot as plt
+    from IPython.core.interactiveshell import InteractiveShell
+
+    InteractiveShell.instance()  # display() then returns handles, as in a kernel
+
+    from qlib import plots
+
+    drawn = []
+
+    def draw(value):
+        drawn.append(value)
+        fig, ax = plt.subplots()
+        ax.plot([0, value])
+        return fig
+
+    slider = widgets.IntSlider(min=0, max=5, value=2)
+    try:
+        plots.figure_slider(draw, slider)
+        slider.value = 4
+    finally:
+        InteractiveShell.clear_instance()
+    assert drawn == [2, 4]
+    assert plt.get_fignums() == []  # closed: shown only through the display

@@ -42,6 +42,7 @@ from .training import plot_training_curves
 __all__ = [
     "FIGURES_DIR",
     "animate_toy_training",
+    "figure_slider",
     "figures_folder",
     "plot_class_counts",
     "plot_coarse_fine_tree",
@@ -94,6 +95,28 @@ def figures_folder(run_root: str | Path, smoke: bool, figures_dir: str | Path = 
     if str(figures_dir):
         return resolve_path(figures_dir)
     return resolve_path(run_root) / "figures" if smoke else FIGURES_DIR
+
+
+def figure_slider(draw, slider) -> None:
+    """Show the figure `draw(slider.value)` with the ipywidgets `slider` under it; moving the
+    slider redraws the figure in place.
+
+    Instead of `ipywidgets.interact`: interact draws into an Output widget, and papermill
+    (nbclient) intermittently hangs forever on a cell holding one (jupyter/nbclient#312). Here
+    the figure is a plain display updated through its display id, so a headless run shows the
+    first figure and never waits on the slider.
+    """
+    from IPython.display import display
+
+    def render(value):
+        fig = draw(value)
+        plt.close(fig)  # shown through the display handle only, not again at the cell's end
+        return fig
+
+    handle = display(render(slider.value), display_id=True)
+    if handle is not None:  # None outside IPython: nothing to update
+        slider.observe(lambda change: handle.update(render(change["new"])), names="value")
+    display(slider)
 
 
 set_style()
