@@ -1,18 +1,42 @@
 # The README's two commands: `make demo` and `make test`. Both create .venv on first use.
 SHELL := /bin/bash
+# The Python that creates .venv (3.10 or newer): make PYTHON=python3.11 where python3 is older.
 PYTHON ?= python3
-VENV := .venv
-PY := $(VENV)/bin/python
-# papermill kernels resolve `python` through PATH: keep the venv first.
-export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# The environment: .venv by default, or one that exists already (conda: make VENV=$CONDA_PREFIX).
+VENV ?= .venv
+PY := $(abspath $(VENV))/bin/python
+# Where torch comes from: empty = PyPI (on Linux x86-64 the CUDA build, elsewhere the CPU one);
+# e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu for the CPU-only build, or .../whl/cu126.
+TORCH_INDEX ?=
+# The git filter that strips notebooks' outputs, execution counts and what JupyterLab adds to
+# their metadata (cell ids kept: they are the committed ones).
+NBSTRIPOUT = "$(PY)" -m nbstripout --keep-id --extra-keys "$(foreach k,codemirror_mode \
+  file_extension mimetype nbconvert_exporter pygments_lexer version,metadata.language_info.$(k))"
+# papermill kernels resolve `python` through PATH: keep the environment first.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MPLBACKEND := Agg
 
 .PHONY: demo figures tune study test lint format reproduce bench clean-runs
 
+# The environment: created with $(PYTHON) unless it exists, checked for Python >= 3.10, torch
+# from TORCH_INDEX when given, qlib installed editable with its dev tools, and git's nbstripout
+# filter set up for notebooks/*.ipynb (.gitattributes), so notebooks stay clean in git.
 $(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { \
+	  echo "qlib needs Python 3.10 or newer, but '$(PYTHON)' is $$($(PYTHON) --version 2>&1)."; \
+	  echo "Install one (e.g. apt install python3.11 python3.11-venv, or conda, uv, pyenv) and run: make PYTHON=python3.11"; \
+	  exit 2; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { \
+	  echo "qlib needs Python 3.10 or newer, but $(PY) is $$($(PY) --version 2>&1)."; exit 2; }
 	$(PY) -m pip install --upgrade pip
+	$(if $(TORCH_INDEX),$(PY) -m pip install torch torchvision --index-url $(TORCH_INDEX))
 	$(PY) -m pip install -e ".[dev]"
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	  git config filter.nbstripout.clean '$(NBSTRIPOUT)' && \
+	  git config filter.nbstripout.smudge cat && \
+	  git config diff.ipynb.textconv '$(NBSTRIPOUT) -t' && \
+	  echo "git: notebooks/*.ipynb are committed without outputs (nbstripout filter)"; fi
 	@touch $@
 
 # make demo [SEEDS="0 1 2"]: every Table 1 method x 3 seeds from the warm start, 2 training

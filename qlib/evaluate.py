@@ -1,5 +1,6 @@
-"""What notebook 04 computes beyond the headline metrics: nearest neighbours, metrics per coarse
-class, the distances of a quadruplet selection under a model, a 2-D UMAP, display images.
+"""What notebooks 03 and 04 compute beyond training and the headline metrics: one training
+iteration taken apart (notebook 03), nearest neighbours, metrics per coarse class, the distances
+of a quadruplet selection under a model, a 2-D UMAP, display images (notebook 04).
 
 Shapes: N = test (or bank) size, d = embedding dimension, K = neighbours, B = anchors.
 Distances are Euclidean (the SPEC), neighbours exclude the query itself, ties go to the lowest
@@ -8,7 +9,10 @@ index.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -17,6 +21,10 @@ from torch import Tensor
 
 __all__ = [
     "DISTANCE_COLUMNS",
+    "IterationDissection",
+    "dissect_iteration",
+    "dissection_images",
+    "first_iteration_check",
     "distance_summary",
     "histogram_method",
     "json_records",
@@ -24,6 +32,7 @@ __all__ = [
     "nearest_neighbors",
     "per_coarse_metrics",
     "pick_queries",
+    "principal_components",
     "retrieval_hits",
     "selection_distances",
     "umap_2d",
@@ -227,3 +236,172 @@ def json_records(frame: pd.DataFrame) -> list[dict]:
         {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
         for row in frame.to_dict(orient="records")
     ]
+
+
+# ----------------------------------------------------------------------------------------------
+# One training iteration taken apart (notebook 03)
+# ----------------------------------------------------------------------------------------------
+
+QUADRUPLET_COLUMNS = ("R", "P+", "P-", "N")
+
+
+@dataclass
+class IterationDissection:
+    """The first iteration of a run, before any training, for each quadruplet selection.
+
+    bank (N, d): every training image embedded by the initial network (eval mode), what the
+    selection searches; fine, coarse (N,): the bank's labels (the trainer's ids); paths (N,):
+    its image files; anchors (B,): the iteration's anchors, drawn exactly as the trainer draws
+    them; anchor_distances (B, N): D(R, j) from each anchor to every bank sample.
+    quadruplets: one row per (method, anchor position `row`) with the bank indices R, P+, P-, N,
+    the bank distances d_rpp, d_rpn, d_rn (= the radius D(R, N)), d_npp, d_npn (D(N, P+),
+    D(N, P-): Method 1's key) and fallback_pos / fallback_neg (no candidate outside the sphere).
+    losses: one row per method, eq. 6 and its parts for that batch as `train_step` computes
+    them (train mode, the trainer's augmented crops), `global_term` = η·eq. 3 as it enters eq.
+    6. trainer_method: the selection of the run's first iteration (whose log.csv row 1 holds
+    that method's losses), None for a baseline run.
+    """
+
+    bank: Tensor
+    fine: Tensor
+    coarse: Tensor
+    paths: list[str]
+    anchors: Tensor
+    anchor_distances: Tensor
+    bank_2d: np.ndarray
+    quadruplets: pd.DataFrame
+    losses: pd.DataFrame
+    trainer_method: str | None
+
+
+def dissect_iteration(
+    config, methods: Sequence[str] = ("random", "method1", "method2"), data=None
+) -> IterationDissection:
+    """Take the first training iteration of `config` (a qlib.train.TrainConfig) apart, for
+    each quadruplet selection in `methods` on the same anchors (Section 3.3, eq. 6).
+
+    Builds the network exactly as `qlib.train.train(config)` initialises it, embeds the bank,
+    draws the B anchors with the run's own anchor generator, selects one quadruplet per anchor
+    with each method (each starting from the same generator state, so the run's own method picks
+    exactly what the trainer's iteration 1 picks), and runs `qlib.train.train_step` on a copy of
+    the network per method to get eq. 6's parts. Nothing is written; the network that trains
+    afterwards is built afresh. `data`: the run's `qlib.train.build_datasets(config)` if at hand.
+    """
+    from . import miners
+    from .train import build_datasets, embed, hardware, initial_model, train_step
+    from .train.batches import augmentation_keys
+    from .train.data import make_loader
+    from .train.loop import make_loss, make_optimizer
+    from .utils import resolve_device
+
+    unknown = [m for m in methods if m not in miners.METHODS]
+    if unknown or not methods:
+        raise ValueError(f"methods must be some of {miners.METHODS}, got {list(methods)}.")
+    device = resolve_device(config.device)
+    dtype = hardware.train_dtype(device, config.amp)
+    data = build_datasets(config) if data is None else data
+    model = initial_model(config, data, device)
+    loader = make_loader(data.train_eval_set, config, device, batch_size=config.eval_batch_size)
+    bank_embeddings = embed(model, loader, device, hardware.inference_dtype(dtype))
+    fine, coarse = data.train_fine.to(device), data.train_coarse.to(device)
+    bank = miners.Bank(bank_embeddings, fine, coarse)
+    anchor_gen = torch.Generator().manual_seed(config.seed)  # the trainer's anchor generator
+    anchors = bank.sample_anchors(config.batch_size, anchor_gen)
+    after_anchors = anchor_gen.get_state()
+    embeddings = bank_embeddings.float().cpu()
+    anchor_distances = torch.cdist(embeddings[anchors.cpu()], embeddings)
+    rows, losses = [], {}
+    for method in methods:
+        generator = torch.Generator()
+        generator.set_state(after_anchors)
+        quadruplets, fallbacks = bank.select(anchors, method, generator)
+        rows.append(_quadruplet_rows(method, quadruplets.cpu(), fallbacks.cpu(), embeddings))
+        # The step's images: the trainer's crops and flips, from its data generator.
+        keys = augmentation_keys(
+            quadruplets.flatten(), torch.Generator().manual_seed(config.seed + 1)
+        )
+        images = torch.stack([data.train_aug_set[key][0] for key in keys])
+        step_model = copy.deepcopy(model)
+        result, _ = train_step(
+            step_model,
+            make_loss(dataclasses.replace(config, method=method)).to(device),
+            make_optimizer(step_model, config),
+            hardware.make_scaler(device, dtype),
+            hardware.to_device(images, device),
+            quadruplets.to(device),
+            fine,
+            coarse,
+            dtype,
+        )
+        parts = {name: float(value) for name, value in result.parts.items()}
+        parts["global_term"] = parts["loss"] - parts["joint"] - parts["classification"]
+        losses[method] = parts
+    if not config.is_quadruplet:
+        trainer_method = None
+    else:
+        trainer_method = "random" if config.warmup_epochs > 0 else config.method
+    return IterationDissection(
+        bank=embeddings,
+        fine=data.train_fine.clone(),
+        coarse=data.train_coarse.clone(),
+        paths=data.train_manifest["path"].astype(str).tolist(),
+        anchors=anchors.cpu(),
+        anchor_distances=anchor_distances,
+        bank_2d=principal_components(embeddings),
+        quadruplets=pd.concat(rows, ignore_index=True),
+        losses=pd.DataFrame(losses).T.rename_axis("method"),
+        trainer_method=trainer_method,
+    )
+
+
+def principal_components(embeddings: Tensor, n: int = 2) -> np.ndarray:
+    """(N, d) -> (N, n): the coordinates along the first n principal axes (exact SVD)."""
+    centred = _check_embeddings(embeddings).double() - embeddings.double().mean(0)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    return (centred @ vh[:n].T).float().numpy()
+
+
+def _quadruplet_rows(
+    method: str, quadruplets: Tensor, fallbacks: Tensor, bank: Tensor
+) -> pd.DataFrame:
+    """One row per anchor: the picks, their bank distances and the fallbacks."""
+
+    def distance(a: int, b: int) -> np.ndarray:
+        members = bank[quadruplets[:, a]] - bank[quadruplets[:, b]]
+        return torch.linalg.vector_norm(members, dim=1).numpy()
+
+    frame = pd.DataFrame(quadruplets.numpy(), columns=list(QUADRUPLET_COLUMNS))
+    frame.insert(0, "row", np.arange(len(frame)))
+    frame.insert(0, "method", method)
+    frame["d_rpp"], frame["d_rpn"], frame["d_rn"] = distance(1, 0), distance(2, 0), distance(3, 0)
+    frame["d_npp"], frame["d_npn"] = distance(1, 3), distance(2, 3)
+    frame["fallback_pos"], frame["fallback_neg"] = fallbacks[:, 0].numpy(), fallbacks[:, 1].numpy()
+    return frame
+
+
+def dissection_images(
+    dissection: IterationDissection, n_rows: int = 3, size: int = 64
+) -> dict[int, np.ndarray]:
+    """{bank index: uint8 (size, size, 3)} for every image of the first `n_rows` anchors'
+    quadruplets (all methods), for `qlib.plots.plot_iteration_dissection`."""
+    shown = dissection.quadruplets[dissection.quadruplets["row"] < n_rows]
+    indices = sorted({int(i) for c in QUADRUPLET_COLUMNS for i in shown[c]})
+    images = load_display_images([dissection.paths[i] for i in indices], size)
+    return dict(zip(indices, images, strict=True))
+
+
+def first_iteration_check(dissection: IterationDissection, log: pd.DataFrame) -> pd.DataFrame:
+    """The dissected iteration of the run's own method beside the first row of its log.csv
+    (`qlib.train.read_log`): rows "dissect_iteration" and "log.csv, iteration 1", one column
+    per loss part and distance both have. They agree when the log is the run of that config."""
+    if dissection.trainer_method is None:
+        raise ValueError("the run trains a baseline: no quadruplet iteration to compare with.")
+    first = log[log["iteration"] == 1]
+    if first.empty:
+        raise ValueError("the log has no iteration 1; expected the log of a started run.")
+    ours = dissection.losses.loc[dissection.trainer_method]
+    columns = [c for c in ours.index if c in log.columns]
+    return pd.DataFrame(
+        [ours[columns].astype(float), first.iloc[0][columns].astype(float)],
+        index=["dissect_iteration", "log.csv, iteration 1"],
+    )

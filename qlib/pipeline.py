@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .utils import repo_root, resolve_path, write_json
+from .utils import experiment_root, repo_root, resolve_path, write_json
 
 __all__ = [
     "METHODS",
@@ -204,6 +204,8 @@ def plan(
         raise ValueError(f"seeds must differ, got {seeds!r}.")
     evaluate = settings["evaluate"] if evaluate is None else tuple(evaluate)
     run_root = resolve_path(run_root if run_root is not None else settings["run_root"])
+    if settings["smoke"]:  # where notebooks 03/04 put smoke runs: every notebook must agree
+        run_root = experiment_root(run_root, smoke=True)
     if figures_dir is None:
         figures_dir = repo_root() / "figures" if mode == "figures" else run_root / "figures"
     resume = mode in ("reproduce", "figures") if resume is None else bool(resume)

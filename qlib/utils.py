@@ -92,3 +92,12 @@ def resolve_path(path: str | Path) -> Path:
     notebooks/) and the pipeline agree on `runs/...`."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else repo_root() / path
+
+
+def experiment_root(run_root: str | Path, smoke: bool) -> Path:
+    """The experiment folder a notebook works in: `run_root` (relative paths start at the
+    repository root), except at smoke size when run_root's own name does not say "smoke": then
+    its subfolder `smoke/`. So a smoke run never writes into, nor reads the manifest of, a real
+    experiment (runs/demo -> runs/demo/smoke; runs/smoke stays runs/smoke)."""
+    root = resolve_path(run_root)
+    return root if not smoke or "smoke" in root.name else root / "smoke"

@@ -157,3 +157,104 @@ def test_pick_queries_and_json_records():
     assert records == [{"a": 1.0, "b": "x"}, {"a": None, "b": "y"}]
     assert evaluate.histogram_method("lifted") == "method2"
     assert evaluate.histogram_method("method1") == "method1"
+
+
+# ----------------------------------------------------------------------------------------------
+# One iteration taken apart (notebook 03)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke_config(tmp_path_factory):
+    from qlib import train
+
+    root = tmp_path_factory.mktemp("dissect")
+    return train.config_from_preset("smoke", run_root=str(root), method="method1", progress=False)
+
+
+@pytest.fixture(scope="module")
+def dissection(smoke_config):
+    return evaluate.dissect_iteration(smoke_config)
+
+
+def test_dissection_is_the_trainers_first_iteration(smoke_config, dissection):
+    from qlib import train
+
+    log = train.read_log(train.train(smoke_config))
+    check = evaluate.first_iteration_check(dissection, log)
+    assert dissection.trainer_method == "method1"
+    assert list(check.columns)[:4] == ["loss", "joint", "global", "classification"]
+    np.testing.assert_allclose(check.iloc[0], check.iloc[1], rtol=1e-5, atol=1e-7)
+    # eq. 6 is the sum of the parts it shows.
+    losses = dissection.losses
+    total = losses["joint"] + losses["classification"] + losses["global_term"]
+    np.testing.assert_allclose(total, losses["loss"], rtol=1e-6)
+    assert np.allclose(losses["global_term"], smoke_config.eta * losses["global"])
+
+
+def test_dissection_picks_are_the_reference_selection_on_the_bank(smoke_config, dissection):
+    bank, fine, coarse = dissection.bank, dissection.fine, dissection.coarse
+    n, batch = len(fine), smoke_config.batch_size
+    assert bank.shape[0] == n == len(dissection.paths)
+    assert dissection.anchors.shape == (batch,)
+    # The anchors are the trainer's: drawn first from a generator seeded with the run's seed.
+    generator = torch.Generator().manual_seed(smoke_config.seed)
+    anchors = miners.sample_anchors(miners.valid_anchors(fine, coarse), batch, generator)
+    assert torch.equal(anchors, dissection.anchors)
+    state = generator.get_state()
+    quads = dissection.quadruplets
+    for method in miners.METHODS:
+        generator.set_state(state)
+        expected, fallbacks = miners.select_quadruplets(
+            bank, fine, coarse, anchors, method, generator, return_fallbacks=True
+        )
+        got = quads[quads["method"] == method]
+        assert got["row"].tolist() == list(range(batch))
+        assert got[["R", "P+", "P-", "N"]].to_numpy().tolist() == expected.tolist()
+        assert got["fallback_pos"].tolist() == fallbacks[:, 0].tolist()
+        for i, (r, pp, pn, neg) in enumerate(expected.tolist()):
+            row = got.iloc[i]
+            for column, (a, b) in {
+                "d_rpp": (r, pp), "d_rpn": (r, pn), "d_rn": (r, neg),
+                "d_npp": (neg, pp), "d_npn": (neg, pn),
+            }.items():  # fmt: skip
+                assert row[column] == pytest.approx(float(torch.dist(bank[a], bank[b])), abs=1e-5)
+            assert dissection.anchor_distances[i, pp] == pytest.approx(row["d_rpp"], abs=1e-5)
+            if method != "random" and not row["fallback_pos"]:
+                assert row["d_rpp"] > row["d_rn"]  # outside the sphere of radius D(R, N)
+    # Methods 1 and 2 share the hardest negative.
+    by = {m: quads[quads["method"] == m] for m in ("method1", "method2")}
+    assert by["method1"]["N"].tolist() == by["method2"]["N"].tolist()
+
+
+def test_dissection_of_a_baseline_and_bad_methods(smoke_config):
+    baseline = dataclasses.replace(smoke_config, method="semihard")
+    dissection = evaluate.dissect_iteration(baseline, methods=("method2",))
+    assert dissection.trainer_method is None and list(dissection.losses.index) == ["method2"]
+    with pytest.raises(ValueError, match="baseline"):
+        evaluate.first_iteration_check(dissection, pd.DataFrame({"iteration": [1]}))
+    with pytest.raises(ValueError, match="methods must be some of"):
+        evaluate.dissect_iteration(smoke_config, methods=("semihard",))
+
+
+def test_principal_components_match_numpy(gen):
+    x = torch.randn(40, 5, generator=gen) * torch.tensor([5.0, 3.0, 1.0, 0.5, 0.1])
+    xy = evaluate.principal_components(x)
+    centred = (x - x.mean(0)).double().numpy()
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    expected = centred @ vt[:2].T
+    np.testing.assert_allclose(np.abs(xy), np.abs(expected), rtol=1e-4, atol=1e-4)
+
+
+def test_dissection_figure(dissection):
+    import matplotlib.pyplot as plt
+
+    from qlib import plots
+
+    images = evaluate.dissection_images(dissection, n_rows=2, size=16)
+    shown = dissection.quadruplets[dissection.quadruplets["row"] < 2]
+    assert set(images) == {int(i) for c in ("R", "P+", "P-", "N") for i in shown[c]}
+    fig = plots.plot_iteration_dissection(dissection, images, n_rows=2)
+    # bank + losses + per row: one strip and 1 + 3 x 3 images.
+    assert len(fig.axes) == 2 + 2 * (1 + 1 + 3 * 3)
+    plt.close(fig)

@@ -205,7 +205,7 @@ def test_main_reports_bad_arguments(capsys):
 
 @pytest.mark.notebook
 def test_smoke_pipeline_produces_every_result(tmp_path):
-    run_root = tmp_path / "runs"
+    run_root = tmp_path / "smoke"  # a smoke experiment's own folder (see experiment_root)
     steps = pipeline.plan("smoke", run_root)
     records = pipeline.run_pipeline(
         steps, tmp_path / "executed", workers=2, progress_bar=False, echo=print

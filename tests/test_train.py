@@ -338,7 +338,7 @@ def test_notebook_03_at_smoke_size(tmp_path):
     root = repo_root()
     venv_bin = str(root / ".venv" / "bin")
     os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
-    run_root = tmp_path / "runs"
+    run_root = tmp_path / "smoke"  # at smoke=True, a folder not named *smoke* gets a smoke/ below
     pm.execute_notebook(
         str(root / "notebooks" / "03_train.ipynb"),
         str(tmp_path / "03_train.ipynb"),

@@ -3,6 +3,7 @@
     scheme.py      the shared encodings: coarse class = colour, fine class = marker,
                    quadruplet roles (R, P+, P-, N) and split colours
     data.py        the dataset (notebook 01)
+    dissection.py  one training iteration taken apart (notebook 03)
     mining.py      Fig. 2 panels, mining statistics, toy snapshots and animation (notebook 02)
     training.py    training curves of a run or of several (notebooks 02, 03)
     evaluation.py  UMAP, retrieval grid, distance histograms, per-coarse bars (notebook 04)
@@ -27,6 +28,7 @@ from .data import (
     plot_examples_per_coarse,
     plot_fine_examples,
 )
+from .dissection import plot_iteration_dissection
 from .evaluation import plot_distance_histograms, plot_per_coarse, plot_retrieval_grid, plot_umap
 from .mining import (
     animate_toy_training,
@@ -40,12 +42,14 @@ from .training import plot_training_curves
 __all__ = [
     "FIGURES_DIR",
     "animate_toy_training",
+    "figure_slider",
     "figures_folder",
     "plot_class_counts",
     "plot_coarse_fine_tree",
     "plot_distance_histograms",
     "plot_examples_per_coarse",
     "plot_fine_examples",
+    "plot_iteration_dissection",
     "plot_mining_panels",
     "plot_mining_statistics",
     "plot_paired_differences",
@@ -92,6 +96,28 @@ def figures_folder(run_root: str | Path, smoke: bool, figures_dir: str | Path = 
     if str(figures_dir):
         return resolve_path(figures_dir)
     return resolve_path(run_root) / "figures" if smoke else FIGURES_DIR
+
+
+def figure_slider(draw, slider) -> None:
+    """Show the figure `draw(slider.value)` with the ipywidgets `slider` under it; moving the
+    slider redraws the figure in place.
+
+    Instead of `ipywidgets.interact`: interact draws into an Output widget, and papermill
+    (nbclient) intermittently hangs forever on a cell holding one (jupyter/nbclient#312). Here
+    the figure is a plain display updated through its display id, so a headless run shows the
+    first figure and never waits on the slider.
+    """
+    from IPython.display import display
+
+    def render(value):
+        fig = draw(value)
+        plt.close(fig)  # shown through the display handle only, not again at the cell's end
+        return fig
+
+    handle = display(render(slider.value), display_id=True)
+    if handle is not None:  # None outside IPython: nothing to update
+        slider.observe(lambda change: handle.update(render(change["new"])), names="value")
+    display(slider)
 
 
 set_style()

@@ -1,0 +1,397 @@
+"""Use a trained run: embed images with it, save the embeddings, retrieve nearest neighbours.
+
+    run = load("runs/demo/method2_seed0")                # the run's last checkpoint
+    gallery = embed(run, "runs/demo/data/manifest.csv")  # a folder, a manifest, paths, a DataFrame
+    gallery.save("gallery.npz")
+    retrieve(run, "gallery.npz", "query.png", k=5)       # DataFrame: rank, path, distance, labels
+
+The same from a shell: `qlib embed ...` and `qlib retrieve ...` (`qlib.cli`).
+
+Images get the run's own evaluation preprocessing (its image size, resize and center crop, as
+for the test split during training); the model normalises the pixels itself. Distances are
+Euclidean between the embeddings the run trains (L2-normalised unless the run's `normalize` is
+off), as in Recall@K. The checkpoint is the run's last one (`checkpoints/last.pt`): a finished
+run's final weights, the ones its metrics.json reports last. The trainer keeps no "best"
+checkpoint: picking one by its test score would select on the test split.
+
+An embedding file (`.npz`, read by `numpy.load` without pickles) holds:
+    embeddings   float32 (N, d)
+    path         str (N,)  absolute image paths
+    fine, coarse int64 (N,)  class ids, -1 where unknown
+    fine_name, coarse_name, split   str (N,), "" where unknown
+    run          str ()  JSON: which model embedded them (run folder, checkpoint, a SHA-256 of
+                 the weights, backbone, embedding size, image size, ...)
+`retrieve` refuses a gallery embedded by other weights than the run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import data as qdata
+from . import model as qmodel
+from .utils import atomic_write_bytes, resolve_device, resolve_path
+
+__all__ = [
+    "FORMAT",
+    "IMAGE_EXTENSIONS",
+    "LABEL_COLUMNS",
+    "Embeddings",
+    "LoadedRun",
+    "ModelMismatchError",
+    "embed",
+    "image_table",
+    "load",
+    "read_embeddings",
+    "retrieve",
+]
+
+FORMAT = "qlib-embeddings/1"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+# Per image: the file and, where known, its labels (-1 / "" when not).
+LABEL_COLUMNS = ("fine", "coarse", "fine_name", "coarse_name", "split")
+_UNKNOWN = {"fine": -1, "coarse": -1, "fine_name": "", "coarse_name": "", "split": ""}
+
+
+class ModelMismatchError(ValueError):
+    """An embedding file was written by another model than the one asked to use it."""
+
+
+@dataclass
+class LoadedRun:
+    """A trained run ready to embed: its folder, config, model (eval mode, on `device`) and
+    `identity`, what an embedding file records about the model."""
+
+    run_dir: Path
+    config: Any  # qlib.train.TrainConfig
+    model: qmodel.EmbeddingNet
+    device: torch.device
+    image_size: int
+    identity: dict[str, Any] = field(repr=False)
+
+
+@dataclass
+class Embeddings:
+    """N embedded images: `vectors` float32 (N, d), `items` one row per image (`path` and
+    LABEL_COLUMNS, -1 / "" where unknown), `run` the identity of the model that embedded them."""
+
+    vectors: np.ndarray
+    items: pd.DataFrame
+    run: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the `.npz` file described in the module docstring (atomically); returns it."""
+        path = Path(path).expanduser()
+        arrays = {
+            "embeddings": np.ascontiguousarray(self.vectors, dtype=np.float32),
+            "path": self.items["path"].to_numpy(str),
+            "fine": self.items["fine"].to_numpy(np.int64),
+            "coarse": self.items["coarse"].to_numpy(np.int64),
+            **{c: self.items[c].to_numpy(str) for c in ("fine_name", "coarse_name", "split")},
+            "run": np.array(json.dumps(self.run, sort_keys=True)),
+        }
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(path, buffer.getvalue())
+        return path
+
+    def to_frame(self) -> pd.DataFrame:
+        """The items with one column per embedding dimension (`e0`, `e1`, ...)."""
+        columns = [f"e{i}" for i in range(self.vectors.shape[1])]
+        return pd.concat([self.items, pd.DataFrame(self.vectors, columns=columns)], axis=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading a run
+# ----------------------------------------------------------------------------------------------
+
+
+def load(
+    run_dir: str | Path, checkpoint: str | Path = "last", device: str | torch.device = "auto"
+) -> LoadedRun:
+    """A run folder of `qlib.train` -> LoadedRun (model in eval mode; device "auto" = CUDA when
+    present). `checkpoint`: "last" (the default, see the module docstring), "epoch_XXX" when
+    the run kept per-epoch checkpoints, or a path to a .pt file. A relative `run_dir` starts at
+    the repository root, like every qlib path (the `qlib` command resolves it from the current
+    folder instead)."""
+    from . import train as qtrain
+
+    run_dir = resolve_path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(
+            f"run folder {str(run_dir)!r} does not exist; pass a folder written by training, "
+            "such as runs/demo/method2_seed0."
+        )
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{str(run_dir)!r} is not a training run folder (it has no config.json); pass a "
+            "folder written by training, such as runs/demo/method2_seed0."
+        )
+    device = resolve_device(device)
+    config, model = qtrain.load_run(run_dir, checkpoint, device=device)
+    image_size = config.image_size or qmodel.default_image_size(config.backbone)
+    identity = {
+        "format": FORMAT,
+        "run_dir": str(run_dir),
+        "run_name": run_dir.name,
+        "checkpoint": str(checkpoint),
+        "finished": bool(qtrain.run_is_finished(run_dir)),
+        "weights_sha256": weights_fingerprint(model),
+        "method": config.method,
+        "seed": config.seed,
+        "backbone": config.backbone,
+        "embedding_dim": model.embedding_dim,
+        "normalize": model.normalize,
+        "image_size": image_size,
+    }
+    return LoadedRun(run_dir, config, model, device, image_size, identity)
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's state dict (names, dtypes, shapes, values): the same weights give
+    the same hash on any device, any other weights another one."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _as_run(run: LoadedRun | str | Path, device: str | torch.device = "auto") -> LoadedRun:
+    return run if isinstance(run, LoadedRun) else load(run, device=device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Which images
+# ----------------------------------------------------------------------------------------------
+
+
+def image_table(images: str | Path | Sequence[str | Path] | pd.DataFrame) -> pd.DataFrame:
+    """The images to embed -> DataFrame with `path` (absolute) and LABEL_COLUMNS.
+
+    images: a folder (every image file below it, sorted; no labels), a CSV manifest (`path`
+    and, when present, `fine`, `coarse`, names and `split`, as `qlib.data.load_manifest`
+    reads them; relative paths start at the CSV's folder), a single image file, a list of
+    image paths, or a DataFrame with a `path` column (and labels, e.g. a run's manifest).
+    Missing files are reported all at once.
+    """
+    if isinstance(images, pd.DataFrame):
+        table = _with_labels(images)
+    elif isinstance(images, (str, os.PathLike)):
+        source = Path(images).expanduser()
+        if source.is_dir():
+            files = sorted(
+                p
+                for p in source.rglob("*")
+                if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+            )
+            if not files:
+                raise FileNotFoundError(
+                    f"folder {str(source)!r} holds no image file ({', '.join(IMAGE_EXTENSIONS)}); "
+                    "pass a folder of images, a manifest CSV or image paths."
+                )
+            table = _with_labels(pd.DataFrame({"path": [str(p) for p in files]}))
+        elif source.suffix.lower() == ".csv":
+            table = _read_image_csv(source)
+        elif source.suffix.lower() in IMAGE_EXTENSIONS or source.is_file():
+            table = _with_labels(pd.DataFrame({"path": [str(source)]}))
+        else:
+            raise FileNotFoundError(
+                f"{str(source)!r} does not exist; pass a folder of images, a manifest CSV or "
+                "image files."
+            )
+    else:
+        table = _with_labels(pd.DataFrame({"path": [str(p) for p in images]}))
+    if len(table) == 0:
+        raise ValueError("no images to embed; pass at least one image.")
+    table["path"] = [os.path.abspath(os.path.expanduser(p)) for p in table["path"]]
+    missing = [p for p in table["path"] if not os.path.isfile(p)]
+    if missing:
+        more = f" ({len(missing) - 1} more images are missing too)" if len(missing) > 1 else ""
+        raise FileNotFoundError(
+            f"image {missing[0]!r} does not exist{more}; check the paths (a manifest's relative "
+            "paths start at the CSV's folder)."
+        )
+    return table
+
+
+def _read_image_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {str(path)!r} does not exist; expected a CSV file.")
+    head = pd.read_csv(path, nrows=0).columns
+    if "path" not in head:
+        raise ValueError(
+            f"{str(path)!r} has no 'path' column; expected a CSV with one image path per row "
+            "(and optionally fine, coarse, fine_name, coarse_name, split)."
+        )
+    if {"fine", "coarse"} <= set(head):
+        return _with_labels(qdata.load_manifest(path))  # class names -> the manifest's ids
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    raw["path"] = [p if os.path.isabs(p) else str(path.parent / p) for p in raw["path"]]
+    return _with_labels(raw)
+
+
+def _with_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    if "path" not in frame.columns:
+        raise ValueError("the image table has no 'path' column; expected one path per row.")
+    table = pd.DataFrame({"path": frame["path"].astype(str).to_numpy()})
+    for column, unknown in _UNKNOWN.items():
+        values = frame[column] if column in frame.columns else pd.Series([unknown] * len(frame))
+        values = values.fillna(unknown).to_numpy()
+        table[column] = values.astype(np.int64) if isinstance(unknown, int) else values.astype(str)
+    return table
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    """Image files -> uint8 (3, s, s) through the run's evaluation transform."""
+
+    def __init__(self, paths: Sequence[str], image_size: int) -> None:
+        self.paths = list(paths)
+        self.transform = qdata.make_transforms(image_size, train=False)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        path = self.paths[index]
+        try:
+            image = qdata.read_image(path)
+        except ValueError as err:
+            reason = str(err.__cause__ or err).splitlines()[0]
+            raise ValueError(
+                f"cannot read image {path!r} ({reason}); expected an image file (JPEG, PNG, ...)."
+            ) from err
+        return self.transform(image)
+
+
+# ----------------------------------------------------------------------------------------------
+# Embedding, retrieval
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def embed(
+    run: LoadedRun | str | Path,
+    images: str | Path | Sequence[str | Path] | pd.DataFrame,
+    *,
+    batch_size: int | None = None,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> Embeddings:
+    """Embed images with a run (a LoadedRun or a run folder) -> Embeddings, in the order of
+    `image_table(images)`. batch_size: images per forward pass (default the run's
+    eval_batch_size); progress: a tqdm bar."""
+    run = _as_run(run)
+    table = image_table(images)
+    loader = torch.utils.data.DataLoader(
+        _ImageFiles(table["path"], run.image_size),
+        batch_size=batch_size or run.config.eval_batch_size,
+        num_workers=num_workers,
+        pin_memory=run.device.type == "cuda",
+    )
+    if progress:
+        from tqdm.auto import tqdm
+
+        loader = tqdm(loader, desc="embedding", unit="batch")
+    run.model.eval()
+    parts = [run.model.embed(batch.to(run.device)).float().cpu() for batch in loader]
+    return Embeddings(torch.cat(parts).numpy(), table, dict(run.identity))
+
+
+def read_embeddings(path: str | Path) -> Embeddings:
+    """An embedding file written by `Embeddings.save` (or `qlib embed`) -> Embeddings."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"embedding file {str(path)!r} does not exist; write one with qlib embed."
+        )
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {name: f[name] for name in f.files}
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"{str(path)!r} is not an embedding file written by qlib embed ({err})."
+        ) from err
+    expected = {"embeddings", "path", "run", *LABEL_COLUMNS}
+    if expected - set(arrays):
+        raise ValueError(
+            f"{str(path)!r} is not an embedding file written by qlib embed (it lacks "
+            f"{sorted(expected - set(arrays))})."
+        )
+    run = json.loads(str(arrays["run"]))
+    if run.get("format") != FORMAT:
+        raise ValueError(
+            f"{str(path)!r} has format {run.get('format')!r}, expected {FORMAT!r}; embed again."
+        )
+    items = pd.DataFrame({"path": arrays["path"].astype(str)})
+    for column in LABEL_COLUMNS:
+        items[column] = arrays[column]
+    return Embeddings(arrays["embeddings"].astype(np.float32), items, run)
+
+
+def check_same_model(run: LoadedRun, gallery: Embeddings, source: str = "the gallery") -> None:
+    """Raise ModelMismatchError when `gallery` was embedded by other weights than `run`'s."""
+    theirs, ours = gallery.run, run.identity
+    if theirs.get("weights_sha256") == ours["weights_sha256"]:
+        return
+    raise ModelMismatchError(
+        f"{source} was embedded by another model (run {theirs.get('run_dir')!r}, checkpoint "
+        f"{theirs.get('checkpoint')!r}, weights {str(theirs.get('weights_sha256'))[:12]}) than "
+        f"{str(run.run_dir)!r} (checkpoint {ours['checkpoint']!r}, weights "
+        f"{ours['weights_sha256'][:12]}); embed the gallery again with this run (qlib embed)."
+    )
+
+
+def retrieve(
+    run: LoadedRun | str | Path,
+    gallery: Embeddings | str | Path,
+    query: str | Path,
+    k: int = 5,
+) -> pd.DataFrame:
+    """The k gallery images nearest to the query image -> DataFrame with `rank` (1 = nearest),
+    `path`, `distance` (Euclidean, between embeddings) and the labels the gallery knows.
+
+    gallery: Embeddings or an embedding file, embedded by this very run (checked). The query
+    file itself is left out when it is in the gallery (as in Recall@K); ties go to the lower
+    gallery index."""
+    run = _as_run(run)
+    source = "the gallery"
+    if not isinstance(gallery, Embeddings):
+        source = f"gallery {str(gallery)!r}"
+        gallery = read_embeddings(gallery)
+    check_same_model(run, gallery, source)
+    query_path = os.path.abspath(os.path.expanduser(str(query)))
+    if not os.path.isfile(query_path):
+        raise FileNotFoundError(f"query image {query_path!r} does not exist.")
+    keep = np.flatnonzero(gallery.items["path"].to_numpy(str) != query_path)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(keep):
+        raise ValueError(
+            f"k must be an int between 1 and {len(keep)} (the gallery's images other than the "
+            f"query), got {k!r}."
+        )
+    vector = embed(run, [query_path]).vectors[0]
+    distances = np.linalg.norm(gallery.vectors[keep] - vector, axis=1)
+    order = np.argsort(distances, kind="stable")[:k]
+    rows = gallery.items.iloc[keep[order]].reset_index(drop=True)
+    result = pd.DataFrame(
+        {"rank": np.arange(1, k + 1), "path": rows["path"], "distance": distances[order]}
+    )
+    for column in LABEL_COLUMNS:
+        if (rows[column] != _UNKNOWN[column]).any():
+            result[column] = rows[column]
+    return result
