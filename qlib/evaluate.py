@@ -288,7 +288,8 @@ def dissect_iteration(
     afterwards is built afresh. `data`: the run's `qlib.train.build_datasets(config)` if at hand.
     """
     from . import miners
-    from .train import build_datasets, embed, hardware, initial_model, train_step
+    from .model import embed_images
+    from .train import build_datasets, hardware, initial_model, train_step
     from .train.batches import augmentation_keys
     from .train.data import make_loader
     from .train.loop import make_loss, make_optimizer
@@ -302,7 +303,9 @@ def dissect_iteration(
     data = build_datasets(config) if data is None else data
     model = initial_model(config, data, device)
     loader = make_loader(data.train_eval_set, config, device, batch_size=config.eval_batch_size)
-    bank_embeddings = embed(model, loader, device, hardware.inference_dtype(dtype))
+    bank_embeddings = embed_images(
+        model, loader, dtype=hardware.inference_dtype(dtype), on_device=True
+    )
     fine, coarse = data.train_fine.to(device), data.train_coarse.to(device)
     bank = miners.Bank(bank_embeddings, fine, coarse)
     anchor_gen = torch.Generator().manual_seed(config.seed)  # the trainer's anchor generator
@@ -327,7 +330,7 @@ def dissect_iteration(
             make_loss(dataclasses.replace(config, method=method)).to(device),
             make_optimizer(step_model, config),
             hardware.make_scaler(device, dtype),
-            hardware.to_device(images, device),
+            images.to(device),
             quadruplets.to(device),
             fine,
             coarse,

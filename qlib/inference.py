@@ -303,14 +303,14 @@ def embed(
         batch_size=batch_size or run.config.eval_batch_size,
         num_workers=num_workers,
         pin_memory=run.device.type == "cuda",
+        generator=torch.Generator().manual_seed(0),
     )
     if progress:
         from tqdm.auto import tqdm
 
         loader = tqdm(loader, desc="embedding", unit="batch")
-    run.model.eval()
-    parts = [run.model.embed(batch.to(run.device)).float().cpu() for batch in loader]
-    return Embeddings(torch.cat(parts).numpy(), table, dict(run.identity))
+    vectors = qmodel.embed_images(run.model, loader)
+    return Embeddings(vectors.numpy(), table, dict(run.identity))
 
 
 def read_embeddings(path: str | Path) -> Embeddings:

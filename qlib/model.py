@@ -8,7 +8,7 @@ normalised when `normalize=True` (the SPEC's default).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -319,28 +319,29 @@ class EmbeddingNet(nn.Module):
 @torch.no_grad()
 def embed_images(
     model: EmbeddingNet,
-    images: torch.utils.data.Dataset | torch.utils.data.DataLoader,
+    images: torch.utils.data.Dataset | Iterable,
     batch_size: int = 256,
     *,
     dtype: torch.dtype | None = None,
     on_device: bool = False,
 ) -> Tensor:
     """Embed every image, in order -> float32 (N, d) on the CPU (on the model's device with
-    `on_device`). The one embedding routine: notebooks, evaluation and the bank refresh.
+    `on_device`). The one embedding routine: notebooks, evaluation, inference, the bank.
 
-    images: a Dataset whose items are tuples starting with an image (3, H, W), or a DataLoader
-    over one (the trainer passes its own, with workers). Runs in eval mode without gradients,
-    under autocast when `dtype` is given, and restores the model's train/eval mode.
+    images: a Dataset whose items are tuples starting with an image (3, H, W) (batched here by
+    `batch_size`), or any iterable of such batches (a DataLoader with workers, possibly wrapped
+    in a progress bar). Runs in eval mode without gradients, under autocast when `dtype` is
+    given, and restores the model's train/eval mode.
     """
-    if isinstance(images, torch.utils.data.DataLoader):
-        loader = images
-    else:
+    if isinstance(images, torch.utils.data.Dataset):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
         if len(images) == 0:
             raise ValueError("the dataset is empty; expected at least one image to embed.")
         generator = torch.Generator().manual_seed(0)  # never a draw from the global RNG
         loader = torch.utils.data.DataLoader(images, batch_size=batch_size, generator=generator)
+    else:
+        loader = images
     device = next(model.parameters()).device
     autocast = nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
     was_training = model.training

@@ -19,7 +19,7 @@ def test_notebook_01_smoke(tmp_path):
     papermill = pytest.importorskip("papermill")
     env_path = str(Path(sys.executable).parent)
     os.environ["PATH"] = env_path + os.pathsep + os.environ.get("PATH", "")
-    run_root = tmp_path / "run"
+    run_root = tmp_path / "smoke"  # a smoke run_root (others get a smoke/ subfolder)
     executed = tmp_path / "01_executed.ipynb"
     papermill.execute_notebook(
         str(REPO / "notebooks" / "01_data_prep.ipynb"),

@@ -16,6 +16,7 @@ import torch
 from qlib import cli, inference
 from qlib import data as qdata
 from qlib import train as qtrain
+from qlib.model import embed_images
 
 
 def _train(root, seed):
@@ -57,7 +58,7 @@ def test_load_records_the_run_and_its_preprocessing(run, trained):
 
 def test_embeddings_equal_the_trainers_evaluation_embeddings(run, gallery, trained):
     _, _, data = trained
-    expected = qtrain.embed_dataset(run.model, data.eval_set)
+    expected = embed_images(run.model, data.eval_set)
     assert gallery.vectors.dtype == np.float32 and gallery.vectors.shape == tuple(expected.shape)
     np.testing.assert_allclose(gallery.vectors, expected.numpy(), rtol=0, atol=1e-6)
     # Labels come from the manifest, in its order.

@@ -316,7 +316,7 @@ def test_notebook_02_at_smoke_size(tmp_path, monkeypatch):
     # papermill's kernel resolves `python` through PATH: the venv first.
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    run_root = tmp_path / "runs"
+    run_root = tmp_path / "smoke"  # a smoke run_root (others get a smoke/ subfolder)
     pm.execute_notebook(
         str(root / "notebooks" / "02_mining_toy.ipynb"),
         str(tmp_path / "02_mining_toy.ipynb"),
