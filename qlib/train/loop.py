@@ -166,6 +166,7 @@ class Run:
     anchor_gen: torch.Generator  # anchors and Random's picks
     data_gen: torch.Generator  # baseline batches and each image's crop and flip
     iterations_per_epoch: int
+    n_valid_anchors: int = 0
     epoch: int = 0
     iteration: int = 0
     metrics: list[dict[str, Any]] = field(default_factory=list)
@@ -405,18 +406,38 @@ def setup(config: TrainConfig, device: torch.device) -> Run | None:
     """Build the run (fresh or resumed); None when `resume` finds it finished."""
     world = distributed.world_for(device)  # this process alone, or torchrun's N
     run_dir = runs.run_dir_of(config)
+    checkpoint = _resume_point(config, run_dir, world)
+    if checkpoint is not None and checkpoint["done"] and checkpoint["epoch"] >= config.epochs:
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = _build_run(config, device, run_dir, world)
+    if checkpoint is not None:
+        run.restore(checkpoint)
+    elif world.is_main:
+        (run_dir / "log.csv").unlink(missing_ok=True)
+    if world.is_main:  # rank 0 alone writes the run folder
+        _write_run_config(run, resumed=checkpoint is not None)
+    return run
+
+
+def _resume_point(config: TrainConfig, run_dir: Path, world: distributed.World) -> dict | None:
+    """The checkpoint to continue from (resume=True and one exists), else None after clearing
+    what an earlier run of the same name wrote."""
     last = run_dir / runs.CHECKPOINT_DIR / runs.LAST_CHECKPOINT
-    checkpoint = None
     if config.resume and last.is_file():
         checkpoint = runs.load_checkpoint(last)
         runs.check_resumable(runs.read_config(run_dir)["config"], config)
         world.check_resume(checkpoint)
-        if checkpoint["done"] and checkpoint["epoch"] >= config.epochs:
-            return None
-    elif world.is_main:  # rank 0 alone writes the run folder
+        return checkpoint
+    if world.is_main:
         runs.fresh_start(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    return None
 
+
+def _build_run(
+    config: TrainConfig, device: torch.device, run_dir: Path, world: distributed.World
+) -> Run:
+    """Data, initial network, loss, optimizer and the run's own generators."""
     seed_everything(config.seed)  # the initial weights: the only use of the global RNG
     data = build_datasets(config)
     model = build_model(config, data, device)
@@ -427,8 +448,11 @@ def setup(config: TrainConfig, device: torch.device) -> Run | None:
             "no training image can anchor a quadruplet (each needs another image of its fine "
             "class and a sibling fine class in its coarse class); check the coarse labels."
         )
-    optimizer = make_optimizer(model, config)
-    run = Run(
+    # An epoch: about one pass over the valid anchors, N x B anchors per iteration (B each).
+    per_iteration = config.batch_size * world.size
+    iterations = max(1, math.ceil((valid or len(data.train_fine)) / per_iteration))
+    optimizer = make_optimizer(model, config)  # before world.wrap, which may freeze the heads
+    return Run(
         config=config,
         device=device,
         run_dir=run_dir,
@@ -440,40 +464,36 @@ def setup(config: TrainConfig, device: torch.device) -> Run | None:
         dtype=dtype,
         anchor_gen=torch.Generator().manual_seed(config.seed),
         data_gen=torch.Generator().manual_seed(config.seed + 1),
-        # An epoch: about one pass over the valid anchors, N x B anchors per iteration (B each).
-        iterations_per_epoch=config.iterations_per_epoch
-        or max(1, math.ceil((valid or len(data.train_fine)) / (config.batch_size * world.size))),
+        iterations_per_epoch=config.iterations_per_epoch or iterations,
+        n_valid_anchors=valid,
         world=world,
         step_model=world.wrap(model, config),
     )
-    if checkpoint is not None:
-        run.restore(checkpoint)
-    elif world.is_main:
-        (run_dir / "log.csv").unlink(missing_ok=True)
-    if not world.is_main:
-        return run  # rank 0 alone writes config.json
-    write_json(
-        run_dir / "config.json",
-        {
-            "config": config.to_dict(),
-            "environment": runs.environment(device, dtype),
-            "data": {
-                "n_train": len(data.train_fine),
-                "n_eval": len(data.eval_fine),
-                "eval_split": config.eval_split,
-                "n_valid_anchors": valid,
-                "n_coarse": data.n_coarse,
-                "n_fine": data.n_fine,
-                "image_size": data.image_size,
-                "iterations_per_epoch": run.iterations_per_epoch,
-                "images_per_iteration": 4 * run.batch_size,
-            },
-            "model": model_kwargs(config, data),
-            "distributed": world.describe(),
-            "resumed_from_epoch": run.epoch if checkpoint is not None else None,
-        },
-    )
-    return run
+
+
+def _write_run_config(run: Run, resumed: bool) -> None:
+    """config.json: the settings, the environment, the data's sizes and the model's arguments."""
+    data, config = run.data, run.config
+    sizes = {
+        "n_train": len(data.train_fine),
+        "n_eval": len(data.eval_fine),
+        "eval_split": config.eval_split,
+        "n_valid_anchors": run.n_valid_anchors,
+        "n_coarse": data.n_coarse,
+        "n_fine": data.n_fine,
+        "image_size": data.image_size,
+        "iterations_per_epoch": run.iterations_per_epoch,
+        "images_per_iteration": 4 * run.batch_size,
+    }
+    content = {
+        "config": config.to_dict(),
+        "environment": runs.environment(run.device, run.dtype),
+        "data": sizes,
+        "model": model_kwargs(config, data),
+        "distributed": run.world.describe(),
+        "resumed_from_epoch": run.epoch if resumed else None,
+    }
+    write_json(run.run_dir / "config.json", content)
 
 
 @contextmanager
