@@ -292,7 +292,7 @@ def dissect_iteration(
     from .train import build_datasets, hardware, initial_model, train_step
     from .train.batches import augmentation_keys
     from .train.data import make_loader
-    from .train.loop import make_loss, make_optimizer
+    from .train.setup import make_loss, make_optimizer
     from .utils import resolve_device
 
     unknown = [m for m in methods if m not in miners.METHODS]

@@ -464,7 +464,7 @@ def _train(parameters: dict) -> None:
 def _warm_start(parameters: dict) -> None:
     """Train (or find cached) the classifier warm start exactly as `train` would."""
     from . import train as qtrain
-    from .train.loop import repeatable_cpu
+    from .train.setup import repeatable_cpu
     from .train.warmstart import classifier_state
     from .utils import resolve_device
 

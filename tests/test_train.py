@@ -16,6 +16,7 @@ from qlib import model as qmodel
 from qlib import train as qtrain
 from qlib.logs import TIME_COLUMNS
 from qlib.train import loop as qloop
+from qlib.train import setup as qsetup
 
 TIME_COLUMNS = set(TIME_COLUMNS)
 
@@ -504,7 +505,7 @@ def test_training_learns(tmp_path, method):
     after = qtrain.train(tiny_config(tmp_path, method, run_name="after", epochs=8, **common))
     config, _ = qtrain.load_run(after)
     data = qtrain.build_datasets(config)
-    loss_fn = qloop.make_loss(config)
+    loss_fn = qsetup.make_loss(config)
     g = torch.Generator().manual_seed(0)
     if method == "method2":
         bank = qminers.Bank(

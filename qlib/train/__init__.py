@@ -3,10 +3,14 @@
     config.py     TrainConfig, PRESETS, config_from_preset
     data.py       the run's manifest and datasets, seeded loaders
     batches.py    quadruplets over the bank, class-balanced baseline batches
-    loop.py       train_step, the loop (fit) and train(config) -> run folder
+    loop.py       train_step, the loop (fit) and train(config) -> run folder: the paper's loop
+    setup.py      a run's loss, optimizer and initial network, fresh or resumed
+    state.py      a run's state and bookkeeping: logging, evaluation, checkpoints
     runs.py       the run folder: config.json, log.csv, metrics.json, safe checkpoints
     warmstart.py  init="classifier": the offline warm start
     hardware.py   device, mixed precision, GPU settings
+    distributed.py  torchrun: one run on N processes (DistributedDataParallel)
+    __main__.py   python -m qlib.train (one run from the command line, under torchrun too)
 
 This is the one package that wires data, model, miners and losses together.
 """
@@ -25,7 +29,7 @@ from .config import (
 )
 from .data import RunData, build_datasets, experiment_manifest
 from .hardware import CudaOutOfMemoryError
-from .loop import NonFiniteLossError, TrainingInterrupted, initial_model, train, train_step
+from .loop import NonFiniteLossError, TrainingInterrupted, train, train_step
 from .runs import (
     UnsafeCheckpointError,
     load_run,
@@ -36,6 +40,7 @@ from .runs import (
     run_is_finished,
     time_shares,
 )
+from .setup import initial_model
 
 __all__ = [
     "BASELINE_METHODS",
