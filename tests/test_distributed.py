@@ -289,6 +289,7 @@ def test_torchrun_smoke_run_writes_its_folder_and_resumes_with_the_same_n(tmp_pa
         qtrain.train(config)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_torchrun_smoke_run_with_nccl_and_sync_batchnorm(tmp_path):
     """On the GPUs (up to 2; one still runs the nccl, DDP and SyncBatchNorm code paths)."""

@@ -246,6 +246,7 @@ def test_module_entry_point_runs(tmp_path, trained):
     assert "run folder" in result.stderr and "does not exist" in result.stderr
 
 
+@pytest.mark.cuda
 def test_gpu_when_present(trained):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     loaded = inference.load(trained[0])  # "auto"

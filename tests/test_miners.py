@@ -18,7 +18,11 @@ from qlib.miners import (
     valid_anchors,
 )
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+def cuda(test):
+    return pytest.mark.cuda(
+        pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")(test)
+    )
 
 
 # --------------------------------------------------------------------------------------------
