@@ -157,13 +157,13 @@ def _check_plan(mode: str, root: str | None, methods, seeds) -> tuple[tuple, tup
 
 
 def _warm_start_group(parameters: dict) -> tuple:
-    """The settings the classifier warm start depends on (qlib.train.warmstart's key, without
-    the data): runs with the same group share one classifier; () without a warm start."""
+    """The settings the classifier warm start depends on (`qlib.train.warmstart.classifier_key`
+    without the data): runs with the same group share one classifier; () without a warm start."""
     config = training_config(parameters)
     if config.init != "classifier":
         return ()
-    fields = ("backbone", "embedding_dim", "normalize", "freeze_bn", "classifier_epochs")
-    return tuple(getattr(config, f) for f in (*fields, "batch_size", "amp", "image_size"))
+    fields = ("backbone", "embedding_dim", "freeze_bn", "classifier_epochs", "batch_size", "amp")
+    return tuple(getattr(config, f) for f in (*fields, "threads", "image_size"))
 
 
 def _with_warm_starts(trainings: list[Step], after: tuple[str, ...] = ()) -> list[Step]:
