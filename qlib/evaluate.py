@@ -19,6 +19,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from . import checks
+
 __all__ = [
     "DISTANCE_COLUMNS",
     "IterationDissection",
@@ -42,34 +44,10 @@ __all__ = [
 DISTANCE_COLUMNS = ("d_rpp", "d_rpn", "d_rn")  # D(R,P+), D(R,P-), D(R,N)
 
 
-def _check_embeddings(embeddings: object) -> Tensor:
-    if (
-        not isinstance(embeddings, Tensor)
-        or embeddings.dim() != 2
-        or not embeddings.is_floating_point()
-    ):
-        got = (
-            tuple(embeddings.shape) if isinstance(embeddings, Tensor) else type(embeddings).__name__
-        )
-        raise ValueError(f"embeddings must be a float tensor of shape (N, d), got {got}.")
-    if not torch.isfinite(embeddings).all():
-        raise ValueError("embeddings contain NaN or inf; expected finite values.")
-    return embeddings
-
-
-def _check_labels(name: str, labels: object, n: int) -> Tensor:
-    labels = torch.as_tensor(labels)
-    if labels.shape != (n,) or labels.is_floating_point():
-        raise ValueError(
-            f"{name} must be an integer tensor of shape ({n},), got {tuple(labels.shape)}."
-        )
-    return labels.long()
-
-
 def nearest_neighbors(embeddings: Tensor, k: int, chunk_size: int = 1024) -> Tensor:
     """(N, d) -> LongTensor (N, k): for every row the indices of its k nearest other rows by
     Euclidean distance, nearest first, ties to the lowest index (the query itself excluded)."""
-    embeddings = _check_embeddings(embeddings).float()
+    embeddings = checks.embeddings("embeddings", embeddings).float()
     n = embeddings.shape[0]
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n - 1:
         raise ValueError(f"k must be an int in [1, N-1] = [1, {n - 1}], got {k!r}.")
@@ -88,7 +66,7 @@ def nearest_neighbors(embeddings: Tensor, k: int, chunk_size: int = 1024) -> Ten
 def retrieval_hits(neighbors: Tensor, labels: Tensor) -> Tensor:
     """neighbors (N, K) indices, labels (N,) -> BoolTensor (N, K): neighbour j of query i
     shares its label."""
-    labels = _check_labels("labels", labels, neighbors.shape[0])
+    labels = checks.labels("labels", labels, neighbors.shape[0])
     return labels[neighbors] == labels[:, None]
 
 
@@ -109,10 +87,10 @@ def per_coarse_metrics(
     plus `n_images`, `n_fine`. `coarse_names` maps coarse ids to names."""
     from .metrics import nmi
 
-    embeddings = _check_embeddings(embeddings)
+    embeddings = checks.embeddings("embeddings", embeddings)
     n = embeddings.shape[0]
-    fine = _check_labels("fine", fine, n)
-    coarse = _check_labels("coarse", coarse, n)
+    fine = checks.labels("fine", fine, n)
+    coarse = checks.labels("coarse", coarse, n)
     k_max = min(max(ks), n - 1)
     neighbors = nearest_neighbors(embeddings, k_max)
     fine_hits = retrieval_hits(neighbors, fine)
@@ -151,11 +129,10 @@ def selection_distances(
     (qlib.miners) on the bank (N, d) -> DataFrame (B, 3) with columns DISTANCE_COLUMNS."""
     from .miners import sample_anchors, select_quadruplets, valid_anchors
 
-    bank = _check_embeddings(bank)
-    fine = _check_labels("fine", fine, bank.shape[0])
-    coarse = _check_labels("coarse", coarse, bank.shape[0])
-    if isinstance(n_anchors, bool) or not isinstance(n_anchors, int) or n_anchors < 1:
-        raise ValueError(f"n_anchors must be a positive int, got {n_anchors!r}.")
+    bank = checks.embeddings("bank", bank)
+    fine = checks.labels("fine", fine, bank.shape[0])
+    coarse = checks.labels("coarse", coarse, bank.shape[0])
+    n_anchors = checks.integer("n_anchors", n_anchors, 1)
     valid = valid_anchors(fine, coarse)
     if not valid.any():
         raise ValueError(
@@ -187,9 +164,7 @@ def umap_neighbors(n_points: int, requested: int) -> int:
     needs fewer neighbours than points), at least 2."""
     if n_points < 3:
         raise ValueError(f"UMAP needs at least 3 points, got {n_points}.")
-    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 2:
-        raise ValueError(f"n_neighbors must be an int >= 2, got {requested!r}.")
-    return min(requested, n_points - 1)
+    return min(checks.integer("n_neighbors", requested, 2), n_points - 1)
 
 
 def umap_2d(embeddings: Tensor, n_neighbors: int = 15, seed: int = 0) -> np.ndarray:
@@ -197,7 +172,7 @@ def umap_2d(embeddings: Tensor, n_neighbors: int = 15, seed: int = 0) -> np.ndar
     neighbours than points) and the layout is seeded."""
     import umap
 
-    x = _check_embeddings(embeddings).detach().cpu().numpy()
+    x = checks.embeddings("embeddings", embeddings).cpu().numpy()
     n_neighbors = umap_neighbors(x.shape[0], n_neighbors)
     reducer = umap.UMAP(n_neighbors=n_neighbors, n_components=2, random_state=seed, n_jobs=1)
     return reducer.fit_transform(x)
@@ -280,65 +255,33 @@ def dissect_iteration(
     """Take the first training iteration of `config` (a qlib.train.TrainConfig) apart, for
     each quadruplet selection in `methods` on the same anchors (Section 3.3, eq. 6).
 
-    Builds the network exactly as `qlib.train.train(config)` initialises it, embeds the bank,
-    draws the B anchors with the run's own anchor generator, selects one quadruplet per anchor
-    with each method (each starting from the same generator state, so the run's own method picks
-    exactly what the trainer's iteration 1 picks), and runs `qlib.train.train_step` on a copy of
-    the network per method to get eq. 6's parts. Nothing is written; the network that trains
-    afterwards is built afresh. `data`: the run's `qlib.train.build_datasets(config)` if at hand.
+    The network is built exactly as `qlib.train.train(config)` initialises it; the B anchors
+    come from the run's own anchor generator; each method starts from the generator state the
+    trainer's iteration 1 has (so the run's own method picks exactly what it picks); eq. 6's
+    parts come from `qlib.train.train_step` on a copy of the network. Nothing is written.
+    `data`: the run's `qlib.train.build_datasets(config)` if at hand.
     """
     from . import miners
-    from .model import embed_images
-    from .train import build_datasets, hardware, initial_model, train_step
-    from .train.batches import augmentation_keys
-    from .train.data import make_loader
-    from .train.setup import make_loss, make_optimizer
+    from .train import build_datasets, initial_model
     from .utils import resolve_device
 
     unknown = [m for m in methods if m not in miners.METHODS]
     if unknown or not methods:
         raise ValueError(f"methods must be some of {miners.METHODS}, got {list(methods)}.")
     device = resolve_device(config.device)
-    dtype = hardware.train_dtype(device, config.amp)
     data = build_datasets(config) if data is None else data
     model = initial_model(config, data, device)
-    loader = make_loader(data.train_eval_set, config, device, batch_size=config.eval_batch_size)
-    bank_embeddings = embed_images(
-        model, loader, dtype=hardware.inference_dtype(dtype), on_device=True
-    )
-    fine, coarse = data.train_fine.to(device), data.train_coarse.to(device)
-    bank = miners.Bank(bank_embeddings, fine, coarse)
-    anchor_gen = torch.Generator().manual_seed(config.seed)  # the trainer's anchor generator
-    anchors = bank.sample_anchors(config.batch_size, anchor_gen)
-    after_anchors = anchor_gen.get_state()
-    embeddings = bank_embeddings.float().cpu()
-    anchor_distances = torch.cdist(embeddings[anchors.cpu()], embeddings)
+    bank = _initial_bank(config, data, model, device)
+    anchor_generator = torch.Generator().manual_seed(config.seed)  # the trainer's
+    anchors = bank.sample_anchors(config.batch_size, anchor_generator)
+    embeddings = bank.embeddings.float().cpu()
     rows, losses = [], {}
     for method in methods:
         generator = torch.Generator()
-        generator.set_state(after_anchors)
+        generator.set_state(anchor_generator.get_state())
         quadruplets, fallbacks = bank.select(anchors, method, generator)
         rows.append(_quadruplet_rows(method, quadruplets.cpu(), fallbacks.cpu(), embeddings))
-        # The step's images: the trainer's crops and flips, from its data generator.
-        keys = augmentation_keys(
-            quadruplets.flatten(), torch.Generator().manual_seed(config.seed + 1)
-        )
-        images = torch.stack([data.train_aug_set[key][0] for key in keys])
-        step_model = copy.deepcopy(model)
-        result, _ = train_step(
-            step_model,
-            make_loss(dataclasses.replace(config, method=method)).to(device),
-            make_optimizer(step_model, config),
-            hardware.make_scaler(device, dtype),
-            images.to(device),
-            quadruplets.to(device),
-            fine,
-            coarse,
-            dtype,
-        )
-        parts = {name: float(value) for name, value in result.parts.items()}
-        parts["global_term"] = parts["loss"] - parts["joint"] - parts["classification"]
-        losses[method] = parts
+        losses[method] = _step_losses(config, method, model, data, quadruplets, device)
     if not config.is_quadruplet:
         trainer_method = None
     else:
@@ -349,7 +292,7 @@ def dissect_iteration(
         coarse=data.train_coarse.clone(),
         paths=data.train_manifest["path"].astype(str).tolist(),
         anchors=anchors.cpu(),
-        anchor_distances=anchor_distances,
+        anchor_distances=torch.cdist(embeddings[anchors.cpu()], embeddings),
         bank_2d=principal_components(embeddings),
         quadruplets=pd.concat(rows, ignore_index=True),
         losses=pd.DataFrame(losses).T.rename_axis("method"),
@@ -357,9 +300,51 @@ def dissect_iteration(
     )
 
 
+def _initial_bank(config, data, model, device):
+    """The bank of iteration 1: every training image embedded by `model`, as the trainer does."""
+    from . import miners
+    from .model import embed_images
+    from .train import hardware
+    from .train.data import make_loader
+
+    dtype = hardware.inference_dtype(hardware.train_dtype(device, config.amp))
+    loader = make_loader(data.train_eval_set, config, device, batch_size=config.eval_batch_size)
+    embeddings = embed_images(model, loader, dtype=dtype, on_device=True)
+    return miners.Bank(embeddings, data.train_fine.to(device), data.train_coarse.to(device))
+
+
+def _step_losses(config, method: str, model, data, quadruplets: Tensor, device) -> dict:
+    """Eq. 6 and its parts on the batch of `quadruplets`, as `train_step` computes them (train
+    mode, the trainer's crops and flips from its data generator), on a copy of `model`;
+    `global_term` = η·eq. 3 as it enters eq. 6."""
+    from .train import hardware, train_step
+    from .train.batches import augmentation_keys
+    from .train.setup import make_loss, make_optimizer
+
+    dtype = hardware.train_dtype(device, config.amp)
+    keys = augmentation_keys(quadruplets.flatten(), torch.Generator().manual_seed(config.seed + 1))
+    images = torch.stack([data.train_aug_set[key][0] for key in keys])
+    model = copy.deepcopy(model)
+    result, _ = train_step(
+        model,
+        make_loss(dataclasses.replace(config, method=method)).to(device),
+        make_optimizer(model, config),
+        hardware.make_scaler(device, dtype),
+        images.to(device),
+        quadruplets.to(device),
+        data.train_fine.to(device),
+        data.train_coarse.to(device),
+        dtype,
+    )
+    parts = {name: float(value) for name, value in result.parts.items()}
+    parts["global_term"] = parts["loss"] - parts["joint"] - parts["classification"]
+    return parts
+
+
 def principal_components(embeddings: Tensor, n: int = 2) -> np.ndarray:
     """(N, d) -> (N, n): the coordinates along the first n principal axes (exact SVD)."""
-    centred = _check_embeddings(embeddings).double() - embeddings.double().mean(0)
+    x = checks.embeddings("embeddings", embeddings).double()
+    centred = x - x.mean(0)
     _, _, vh = torch.linalg.svd(centred, full_matrices=False)
     return (centred @ vh[:n].T).float().numpy()
 

@@ -17,16 +17,15 @@ A mode's plan (`plan(...)`, a pure function) is a list of steps:
 
 `run_pipeline(steps, ...)` runs them on `workers` processes side by side, each step as soon as
 the steps it needs are done (notebooks one at a time, beside trainings), and stops at the
-first failure with a `PipelineError` naming the step (and for a notebook the cell). Training
-runs are plain Python, not notebook executions: notebook 03 is executed once as a showcase.
-Every training process uses `threads` torch threads (1 by default, recorded in each run's
-config.json), so a run's numbers do not depend on how many runs share the machine or in which
-process they ran.
+first failure with a `PipelineError` naming the step (and for a notebook the cell). Every
+training process uses `threads` torch threads (1 by default, recorded in each run's
+config.json), so a run's numbers do not depend on how many runs share the machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -35,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import train as qtrain
+from .train import METHODS  # every row of the paper's Table 1, in its order of training here
 from .utils import experiment_root, repo_root, resolve_path, write_json
 
 __all__ = [
@@ -64,58 +65,30 @@ NOTEBOOKS = (
     "05_table1.ipynb",
 )
 MODES = ("demo", "figures", "smoke", "reproduce")
-# Every row of the paper's Table 1, in its order of training here.
-METHODS = (
-    "random",
-    "method1",
-    "method2",
-    "semihard",
-    "lifted",
-    "npairs",
-    "clustering",
-    "triplet_global",
-)
+SHOWCASE = "method2"  # the run notebook 03 shows (seed 0)
 
 # Per mode: where runs go, the training preset, the data, the default seeds, which trained
-# methods notebook 04 evaluates (seed 0 of each), the run notebook 03 shows, and settings every
-# training of the mode overrides.
-_MODE_SETTINGS: dict[str, dict[str, Any]] = {
-    "demo": {
-        "run_root": "runs/demo",
-        "preset": "demo",
-        "dataset": "synthetic",
-        "size": "demo",
-        "smoke": False,
-        "seeds": (0, 1, 2),
-        "evaluate": ("random", "method1", "method2"),
-        "showcase": "method2",
-        "overrides": {},
-    },
-    "smoke": {
-        "run_root": "runs/smoke",
-        "preset": "smoke",
-        "dataset": "synthetic",
-        "size": "smoke",
-        "smoke": True,
-        "seeds": (0,),
-        "evaluate": ("method2",),
-        "showcase": "method2",
-        # The demo's warm start, at smoke size: the pipeline's every stage in seconds.
-        "overrides": {"init": "classifier"},
-    },
-    "reproduce": {
-        "run_root": "runs/paper",
-        "preset": "paper",
-        "dataset": "stanford_cars",
-        "size": "cars196",
-        "smoke": False,
-        "seeds": (0, 1, 2),
-        "evaluate": ("random", "method1", "method2"),
-        "showcase": "method2",
-        "overrides": {},
-    },
+# methods notebook 04 evaluates (seed 0 of each), and settings every training overrides.
+_DEMO = {
+    "run_root": "runs/demo",
+    "preset": "demo",
+    "dataset": "synthetic",
+    "size": "demo",
+    "smoke": False,
+    "seeds": (0, 1, 2),
+    "evaluate": ("random", "method1", "method2"),
+    "overrides": {},
 }
-_MODE_SETTINGS["figures"] = _MODE_SETTINGS["demo"]
+_MODE_SETTINGS: dict[str, dict[str, Any]] = {
+    "demo": _DEMO,
+    "figures": _DEMO,
+    # The demo's warm start, at smoke size: the pipeline's every stage in seconds.
+    "smoke": _DEMO | {"run_root": "runs/smoke", "preset": "smoke", "size": "smoke",
+                      "smoke": True, "seeds": (0,), "evaluate": ("method2",),
+                      "overrides": {"init": "classifier"}},
+    "reproduce": _DEMO | {"run_root": "runs/paper", "preset": "paper",
+                          "dataset": "stanford_cars", "size": "cars196"},
+}  # fmt: skip
 
 
 class PipelineError(RuntimeError):
@@ -151,8 +124,6 @@ def portable_path(path: str | Path) -> str:
 def training_config(parameters: dict):
     """The TrainConfig of a "train" or "warmstart" step: `config_from_preset(preset, ...)`
     with the experiment's manifest (notebook 01's) and no progress bars."""
-    from . import train as qtrain
-
     values = dict(parameters)
     preset = values.pop("preset")
     values.setdefault("manifest_path", qtrain.experiment_manifest(values["run_root"]))
@@ -160,14 +131,72 @@ def training_config(parameters: dict):
     return qtrain.config_from_preset(preset, **values)
 
 
+# ----------------------------------------------------------------------------------------------
+# Planning
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_plan(mode: str, root: str | None, methods, seeds) -> tuple[tuple, tuple]:
+    """The checked (methods, seeds) of a plan; one clear error for each bad input."""
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is unknown; expected one of {MODES}.")
+    if mode == "reproduce" and not root:
+        raise ValueError(
+            "reproduce needs the Stanford Cars folder: pass --root /path/to/stanford_cars."
+        )
+    methods = tuple(methods) if methods else METHODS
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; expected some of {METHODS}.")
+    seeds = tuple(seeds) if seeds else _MODE_SETTINGS[mode]["seeds"]
+    if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
+        raise ValueError(f"seeds must be non-negative ints, got {seeds!r}.")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must differ, got {seeds!r}.")
+    return methods, seeds
+
+
 def _warm_start_group(parameters: dict) -> tuple:
-    """The settings the classifier warm start depends on (qlib.train.warmstart's key, without
-    the data): runs with the same group share one classifier."""
+    """The settings the classifier warm start depends on (`qlib.train.warmstart.classifier_key`
+    without the data): runs with the same group share one classifier; () without a warm start."""
     config = training_config(parameters)
     if config.init != "classifier":
         return ()
-    fields = ("backbone", "embedding_dim", "normalize", "freeze_bn", "classifier_epochs")
-    return tuple(getattr(config, f) for f in (*fields, "batch_size", "amp", "image_size"))
+    fields = ("backbone", "embedding_dim", "freeze_bn", "classifier_epochs", "batch_size", "amp")
+    return tuple(getattr(config, f) for f in (*fields, "threads", "image_size"))
+
+
+def _with_warm_starts(trainings: list[Step], after: tuple[str, ...] = ()) -> list[Step]:
+    """One warm-start step per group of `trainings` that share a classifier (per run_root),
+    then the trainings, each waiting for its group's warm start (one process trains it, not
+    several at once under the cache's lock) or, without one, for `after`."""
+    groups: dict[tuple, list[Step]] = {}
+    for step in trainings:
+        key = (step.parameters["run_root"], _warm_start_group(step.parameters))
+        groups.setdefault(key, []).append(step)
+    warm_starts, waiting = [], {}
+    for (run_root, group), members in groups.items():
+        if not group:
+            continue
+        methods = ", ".join(dict.fromkeys(s.parameters["method"] for s in members))
+        name = f"warmstart {len(warm_starts) + 1} ({run_root}): {methods}"
+        warm_starts.append(Step(None, members[0].parameters, name, kind="warmstart", after=after))
+        waiting |= {s.name: (name,) for s in members}
+    trainings = [dataclasses.replace(s, after=waiting.get(s.name, after)) for s in trainings]
+    return warm_starts + trainings
+
+
+def _training(preset: str, method: str, seed: int, run_root: Path, extra: dict) -> Step:
+    """The "train" step of one method and seed; `extra`: run_root, resume and overrides."""
+    parameters = {"preset": preset, "method": method, "seed": seed, **extra}
+    name = f"{method}_seed{seed}"
+    return Step(None, parameters, f"train {name}", run_root / name, kind="train")
+
+
+def _on_run(notebook: str, run: Step, parameters: dict) -> Step:
+    """Notebook `notebook` on the run a "train" step makes, once it is trained."""
+    name = f"{notebook.removesuffix('.ipynb')}_{run.run_dir.name}.ipynb"
+    return Step(notebook, parameters, name, run.run_dir, after=(run.name,))
 
 
 def plan(
@@ -186,130 +215,63 @@ def plan(
     `<run_root>/figures` (demo, smoke, reproduce) or to the repository's figures/ (`figures`
     mode, which also reuses finished runs). `resume` (default: reproduce and figures) lets a
     training continue an interrupted run and skips finished ones; the demo retrains."""
-    if mode not in MODES:
-        raise ValueError(f"mode {mode!r} is unknown; expected one of {MODES}.")
-    settings = _MODE_SETTINGS[mode]
-    if mode == "reproduce" and not root:
-        raise ValueError(
-            "reproduce needs the Stanford Cars folder: pass --root /path/to/stanford_cars."
-        )
-    methods = tuple(methods) if methods else METHODS
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; expected some of {METHODS}.")
-    seeds = tuple(seeds) if seeds else settings["seeds"]
-    if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
-        raise ValueError(f"seeds must be non-negative ints, got {seeds!r}.")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must differ, got {seeds!r}.")
-    evaluate = settings["evaluate"] if evaluate is None else tuple(evaluate)
+    methods, seeds = _check_plan(mode, root, methods, seeds)
+    settings, first = _MODE_SETTINGS[mode], seeds[0]
     run_root = resolve_path(run_root if run_root is not None else settings["run_root"])
     if settings["smoke"]:  # where notebooks 03/04 put smoke runs: every notebook must agree
         run_root = experiment_root(run_root, smoke=True)
     if figures_dir is None:
         figures_dir = repo_root() / "figures" if mode == "figures" else run_root / "figures"
     resume = mode in ("reproduce", "figures") if resume is None else bool(resume)
-    common = {"run_root": portable_path(run_root), "smoke": settings["smoke"]}
-    notebook_common = {**common, "figures_dir": portable_path(figures_dir)}
-    overrides = dict(settings["overrides"])
+    runs_at = portable_path(run_root)
+    notebook = {"run_root": runs_at, "smoke": settings["smoke"]}
+    notebook["figures_dir"] = portable_path(figures_dir)
+    with_root = {"root": root} if root else {}
 
-    def train_parameters(method: str, seed: int) -> dict:
-        params = {"preset": settings["preset"], "method": method, "seed": seed}
-        params |= {"run_root": portable_path(run_root), "resume": resume, **overrides}
-        return params | ({"root": root} if root else {})
-
-    data = Step(
-        "01_data_prep.ipynb",
-        {
-            **notebook_common,
-            "dataset": settings["dataset"],
-            "root": root or "",
-            "coarse": coarse,
-            "size": settings["size"],
-            "seed": seeds[0],
-        },
-        "01_data_prep.ipynb",
-    )
-    toy = Step("02_mining_toy.ipynb", {**notebook_common, "seed": seeds[0]}, "02_mining_toy.ipynb")
-
-    # One warm start per group of runs that share it, trained before them (not twice in
-    # parallel under the cache's lock).
-    groups: dict[tuple, list[str]] = {}
-    for method in methods:
-        group = _warm_start_group(train_parameters(method, seeds[0]))
-        if group:
-            groups.setdefault(group, []).append(method)
-    warm_starts = {
-        group: Step(
-            None,
-            train_parameters(members[0], seeds[0]),
-            f"warmstart for {', '.join(members)}",
-            kind="warmstart",
-            after=(data.name,),
-        )
-        for group, members in groups.items()
-    }
-
-    def training(method: str, seed: int) -> Step:
-        params = train_parameters(method, seed)
-        group = _warm_start_group(params)
-        after = (warm_starts[group].name,) if group else (data.name,)
-        return Step(
-            None,
-            params,
-            f"train {method}_seed{seed}",
-            run_root / f"{method}_seed{seed}",
-            kind="train",
-            after=after,
-        )
-
-    trainings = {(m, s): training(m, s) for s in seeds for m in methods}
-    first = seeds[0]
-    evaluations = [
-        Step(
-            "04_evaluate.ipynb",
-            {**notebook_common, "run_name": f"{m}_seed{first}", "seed": first},
-            f"04_evaluate_{m}_seed{first}.ipynb",
-            run_root / f"{m}_seed{first}",
-            after=(trainings[(m, first)].name,),
-        )
-        for m in evaluate
-        if m in methods
+    data_parameters = {"dataset": settings["dataset"], "root": root or "", "coarse": coarse}
+    data_parameters |= {"size": settings["size"], "seed": first}
+    data = Step("01_data_prep.ipynb", notebook | data_parameters, "01_data_prep.ipynb")
+    toy = Step("02_mining_toy.ipynb", notebook | {"seed": first}, "02_mining_toy.ipynb")
+    extra = {"run_root": runs_at, "resume": resume, **settings["overrides"], **with_root}
+    trainings = [
+        _training(settings["preset"], m, s, run_root, extra) for s in seeds for m in methods
     ]
+    steps = _with_warm_starts(trainings, after=(data.name,))
+    warm_starts = [s for s in steps if s.kind == "warmstart"]
+    run = {(s.parameters["method"], s.parameters["seed"]): s for s in steps if s.kind == "train"}
+    evaluations = [
+        _on_run("04_evaluate.ipynb", run[(m, first)],
+                notebook | {"run_name": f"{m}_seed{first}", "seed": first})
+        for m in (settings["evaluate"] if evaluate is None else evaluate)
+        if m in methods
+    ]  # fmt: skip
     showcase = []
-    if settings["showcase"] in methods:
-        method = settings["showcase"]
-        params = {**notebook_common, "preset": settings["preset"], "method": method}
-        params |= {"seed": first, "resume": True}
-        params |= {k: v for k, v in overrides.items() if k == "init"}
-        params |= {"root": root} if root else {}
-        showcase.append(
-            Step(
-                "03_train.ipynb",
-                params,
-                f"03_train_{method}_seed{first}.ipynb",
-                run_root / f"{method}_seed{first}",
-                after=(trainings[(method, first)].name,),
-            )
-        )
+    if SHOWCASE in methods:  # notebook 03 shows a finished run: resume=True, no retraining
+        init = {k: v for k, v in settings["overrides"].items() if k == "init"}
+        parameters = {"preset": settings["preset"], "method": SHOWCASE, "seed": first}
+        parameters |= {"resume": True, **init, **with_root}
+        showcase.append(_on_run("03_train.ipynb", run[(SHOWCASE, first)], notebook | parameters))
     table = Step(
         "05_table1.ipynb",
-        dict(notebook_common),
+        dict(notebook),
         "05_table1.ipynb",
-        after=tuple(t.name for t in trainings.values()),
+        after=tuple(t.name for t in run.values()),
     )
     # Priority order: the first seed's runs early, so that notebooks 03/04 overlap training.
-    firsts = [trainings[(m, first)] for m in methods]
-    rest = [t for (m, s), t in trainings.items() if s != first]
-    return [data, *warm_starts.values(), toy, *firsts, *evaluations, *showcase, *rest, table]
+    firsts = [run[(m, first)] for m in methods]
+    rest = [t for (m, s), t in run.items() if s != first]
+    return [data, *warm_starts, toy, *firsts, *evaluations, *showcase, *rest, table]
+
+
+# ----------------------------------------------------------------------------------------------
+# Executing one step
+# ----------------------------------------------------------------------------------------------
 
 
 def run_finished(run_dir: str | Path) -> bool:
     """Whether a training run is complete: its metrics.json holds the final evaluation (train's
     own test, `qlib.train.run_is_finished`)."""
-    from . import train
-
-    return bool(train.run_is_finished(Path(run_dir)))
+    return bool(qtrain.run_is_finished(Path(run_dir)))
 
 
 def declared_parameters(notebook: str | Path) -> list[str]:
@@ -343,9 +305,6 @@ class _QuietParameterWarnings:
         return not message.startswith(("Unable to parse line", "Passed unknown parameter"))
 
 
-_HEADLESS_MESSAGE = "ipywidgets is off in pipeline kernels (headless runs draw no widgets)"
-
-
 def _headless_widgets() -> None:
     """Make `import ipywidgets` fail in the kernels this process starts, as in an install
     without the `lab` extra: executing an `ipywidgets.interact` cell headless can hang nbclient
@@ -361,10 +320,11 @@ def _headless_widgets() -> None:
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     shim = Path(folder) / "ipywidgets"
     shim.mkdir()
-    (shim / "__init__.py").write_text(f"raise ImportError({_HEADLESS_MESSAGE!r})\n")
+    message = "ipywidgets is off in pipeline kernels (headless runs draw no widgets)"
+    (shim / "__init__.py").write_text(f"raise ImportError({message!r})\n")
     path = os.environ.get("PYTHONPATH", "")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(shim.parent), *([path] if path else [])])
-    os.environ["QLIB_HEADLESS_WIDGETS"] = str(shim.parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join([folder, *([path] if path else [])])
+    os.environ["QLIB_HEADLESS_WIDGETS"] = folder
 
 
 def _use_this_interpreter() -> None:
@@ -373,7 +333,6 @@ def _use_this_interpreter() -> None:
     import logging
 
     _headless_widgets()
-
     bin_dir = os.path.dirname(sys.executable)
     path = os.environ.get("PATH", "")
     if path.split(os.pathsep)[0] != bin_dir:
@@ -382,25 +341,18 @@ def _use_this_interpreter() -> None:
     # to files either way).
     if os.environ.get("MPLBACKEND", "").lower() == "agg":
         os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-    quiet = _QuietParameterWarnings()
     for name in ("papermill", "papermill.translators"):
-        if not any(isinstance(f, _QuietParameterWarnings) for f in logging.getLogger(name).filters):
-            logging.getLogger(name).addFilter(quiet)
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _QuietParameterWarnings) for f in logger.filters):
+            logger.addFilter(_QuietParameterWarnings())
 
 
-def _execute(
-    step: Step,
-    output: Path,
-    *,
-    notebook_dir: Path,
-    log_output: bool,
-    progress_bar: bool,
-    start_timeout: int,
-    cell_timeout: int | None = None,
-) -> None:
+def _execute(step: Step, output: Path, options: dict) -> None:
+    """Execute a notebook step with papermill into `output`; a failure names the cell."""
     import papermill as pm
 
-    source = Path(notebook_dir) / step.notebook
+    notebook_dir = Path(options["notebook_dir"])
+    source = notebook_dir / step.notebook
     if not source.is_file():
         raise PipelineError(f"Notebook {step.notebook} does not exist in {notebook_dir}.")
     declared = declared_parameters(source)
@@ -411,32 +363,30 @@ def _execute(
             f"'parameters' cell (it declares {sorted(declared)})."
         )
     output.parent.mkdir(parents=True, exist_ok=True)
+    name = step.name.removesuffix(".ipynb")
     try:
         pm.execute_notebook(
             str(source),
             str(output),
             parameters=step.parameters,
             kernel_name="python3",
-            log_output=log_output,
-            progress_bar=progress_bar,
-            start_timeout=start_timeout,
-            execution_timeout=cell_timeout,
+            log_output=options["log_output"],
+            progress_bar=options["progress_bar"],
+            start_timeout=options["start_timeout"],
+            execution_timeout=options["cell_timeout"],
             cwd=str(notebook_dir),
         )
     except pm.PapermillExecutionError as err:
-        first_line = str(err.evalue).strip().splitlines()[0] if str(err.evalue).strip() else ""
-        first_line = first_line.rstrip(".")
+        first_line = (str(err.evalue).strip().splitlines() or [""])[0].rstrip(".")
         source_line = next((ln for ln in err.source.splitlines() if ln.strip()), "")
         raise PipelineError(
-            f"Notebook {step.name[:-6]} failed in cell {err.cell_index} "
-            f"(In [{err.exec_count}], starting {source_line.strip()!r}): "
-            f"{err.ename}: {first_line}. Executed copy: {output}"
+            f"Notebook {name} failed in cell {err.cell_index} (In [{err.exec_count}], starting "
+            f"{source_line.strip()!r}): {err.ename}: {first_line}. Executed copy: {output}"
         ) from err
     except Exception as err:  # kernel death, timeouts, bad parameters
         raise PipelineError(
-            f"Notebook {step.name[:-6]} could not be executed: {type(err).__name__}: "
-            f"{str(err).rstrip('.')}. "
-            f"Executed copy: {output}"
+            f"Notebook {name} could not be executed: {type(err).__name__}: "
+            f"{str(err).rstrip('.')}. Executed copy: {output}"
         ) from err
 
 
@@ -456,8 +406,6 @@ def _with_threads(threads: int | None, work: Callable[[], Any]) -> Any:
 
 
 def _train(parameters: dict) -> None:
-    from . import train as qtrain
-
     qtrain.train(training_config(parameters))
 
 
@@ -478,15 +426,7 @@ def _run_step(step: Step, options: dict) -> float:
     """Execute one step (in this process); returns its wall time in seconds."""
     tic = time.perf_counter()
     if step.kind == "notebook":
-        _execute(
-            step,
-            Path(options["executed_dir"]) / step.name,
-            notebook_dir=Path(options["notebook_dir"]),
-            log_output=options["log_output"],
-            progress_bar=options["progress_bar"],
-            start_timeout=options["start_timeout"],
-            cell_timeout=options["cell_timeout"],
-        )
+        _execute(step, Path(options["executed_dir"]) / step.name, options)
     elif step.kind in ("train", "warmstart"):
         work = _train if step.kind == "train" else _warm_start
         try:
@@ -500,8 +440,9 @@ def _run_step(step: Step, options: dict) -> float:
     return time.perf_counter() - tic
 
 
-def _worker_init() -> None:
-    _use_this_interpreter()
+# ----------------------------------------------------------------------------------------------
+# Scheduling the steps
+# ----------------------------------------------------------------------------------------------
 
 
 def default_workers() -> int:
@@ -514,6 +455,125 @@ def default_workers() -> int:
 
 def _load() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+class _Schedule:
+    """The steps still to run, those done, and one record per finished step."""
+
+    def __init__(self, steps: Sequence[Step], resume: bool, echo: Callable[[str], None]):
+        self.pending, self.resume, self.echo = list(steps), resume, echo
+        self.done: set[str] = set()
+        self.records: list[dict] = []
+        self.label = {
+            s.name: f"[{i}/{len(steps)}] {s.name.removesuffix('.ipynb')}"
+            for i, s in enumerate(steps, 1)
+        }
+
+    def ready(self) -> list[Step]:
+        """The pending steps whose `after` steps are all done, in priority order."""
+        return [s for s in self.pending if set(s.after) <= self.done]
+
+    def take(self, step: Step) -> Step:
+        self.pending.remove(step)
+        self.echo(f"{self.label[step.name]} ...")
+        return step
+
+    def finish(self, step: Step, seconds: float, status: str) -> None:
+        self.done.add(step.name)
+        self.records.append({"name": step.name, "kind": step.kind, "notebook": step.notebook,
+                             "seconds": seconds, "status": status})  # fmt: skip
+        said = "skipped, finished before" if status == "skipped" else f"{seconds:.1f} s"
+        self.echo(f"{self.label[step.name]}: {said}")
+
+    def skip_finished_runs(self) -> None:
+        """Skip every ready training that may resume (its parameters or `resume` say so) and
+        whose run is finished; a skip can make more steps ready."""
+        while True:
+            skippable = [
+                s
+                for s in self.ready()
+                if s.kind == "train"
+                and (self.resume or s.parameters.get("resume"))
+                and run_finished(s.run_dir)
+            ]
+            if not skippable:
+                return
+            self.pending.remove(skippable[0])
+            self.finish(skippable[0], 0.0, "skipped")
+
+    def stuck(self) -> PipelineError:
+        return PipelineError(
+            f"steps {[s.name for s in self.pending]} wait for steps that never ran."
+        )
+
+
+def _run_serial(schedule: _Schedule, options: dict) -> None:
+    while True:
+        schedule.skip_finished_runs()
+        if not schedule.pending:
+            return
+        if not schedule.ready():
+            raise schedule.stuck()
+        step = schedule.take(schedule.ready()[0])
+        schedule.finish(step, _run_step(step, options), "ran")
+
+
+def _run_parallel(schedule: _Schedule, options: dict, workers: int) -> None:
+    """`_run_serial` on a pool of `workers` spawned processes (no fork of a threaded torch
+    process). One notebook at a time: kernels started in parallel processes can race for the
+    same ports and hang (papermill issues 239, 511)."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    context = multiprocessing.get_context("spawn")
+    running: dict = {}
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_use_this_interpreter
+    ) as pool:
+        try:
+            while schedule.pending or running:
+                schedule.skip_finished_runs()
+                for step in schedule.ready():
+                    if len(running) >= workers:
+                        break
+                    if step.kind == "notebook" and any(
+                        s.kind == "notebook" for s in running.values()
+                    ):
+                        continue
+                    running[pool.submit(_run_step, schedule.take(step), options)] = step
+                if not running:
+                    if schedule.pending:
+                        raise schedule.stuck()
+                    return
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    schedule.finish(running.pop(future), future.result(), "ran")
+        except BaseException:
+            for future in running:
+                future.cancel()
+            raise
+
+
+def _report(schedule: _Schedule, steps, seconds: float, load_start, workers, threads) -> None:
+    """Echo the time of each step and write them to `<run_root>/pipeline_timings.json`."""
+    echo = schedule.echo
+    echo("\nElapsed per step (wall time, steps overlap when workers > 1):")
+    for record in schedule.records:
+        echo(f"  {record['name'].removesuffix('.ipynb'):<40} {record['seconds']:8.1f} s  "
+             f"{record['status']}")  # fmt: skip
+    echo(f"Total: {seconds:.1f} s ({seconds / 60:.1f} min) for {len(steps)} steps on {workers} "
+         f"worker(s), {threads or 'default'} torch thread(s) per training")  # fmt: skip
+    summary = {
+        "steps": schedule.records,
+        "total_seconds": seconds,
+        "workers": workers,
+        "torch_threads_per_training": threads,
+        "cpu_count": os.cpu_count(),
+        "load_average_start": load_start,
+        "load_average_end": _load(),
+    }
+    for run_root in {s.parameters.get("run_root") for s in steps} - {None}:
+        write_json(resolve_path(run_root) / "pipeline_timings.json", summary)
 
 
 def run_pipeline(
@@ -556,112 +616,14 @@ def run_pipeline(
         "start_timeout": start_timeout,
         "cell_timeout": cell_timeout,
     }
-    records: list[dict] = []
-    index = {s.name: i for i, s in enumerate(steps, 1)}
-    label = {
-        s.name: f"[{index[s.name]}/{len(steps)}] {s.name.removesuffix('.ipynb')}" for s in steps
-    }
+    schedule = _Schedule(steps, resume, echo)
     start, load_start = time.perf_counter(), _load()
-
-    def skip(step: Step) -> bool:
-        wants = resume or bool(step.parameters.get("resume"))
-        return step.kind == "train" and wants and run_finished(step.run_dir)
-
-    done: set[str] = set()
-    pending = list(steps)
-
-    def ready() -> list[Step]:
-        return [s for s in pending if set(s.after) <= done]
-
-    def finish(step: Step, seconds: float, status: str) -> None:
-        done.add(step.name)
-        records.append({"name": step.name, "kind": step.kind, "notebook": step.notebook,
-                        "seconds": seconds, "status": status})  # fmt: skip
-        said = "skipped, finished before" if status == "skipped" else f"{seconds:.1f} s"
-        echo(f"{label[step.name]}: {said}")
-
-    def take_skips() -> None:
-        for step in ready():
-            if skip(step):
-                pending.remove(step)
-                finish(step, 0.0, "skipped")
-                take_skips()
-                return
-
     if workers == 1:
-        while pending:
-            take_skips()
-            if not pending:
-                break
-            if not ready():
-                raise PipelineError(
-                    f"steps {[s.name for s in pending]} wait for steps that never ran."
-                )
-            step = ready()[0]
-            pending.remove(step)
-            echo(f"{label[step.name]} ...")
-            finish(step, _run_step(step, options), "ran")
+        _run_serial(schedule, options)
     else:
-        _run_parallel(pending, ready, take_skips, finish, options, workers, label, echo)
-
-    total = time.perf_counter() - start
-    echo("\nElapsed per step (wall time, steps overlap when workers > 1):")
-    for record in records:
-        echo(f"  {record['name'].removesuffix('.ipynb'):<40} {record['seconds']:8.1f} s  "
-             f"{record['status']}")  # fmt: skip
-    echo(f"Total: {total:.1f} s ({total / 60:.1f} min) for {len(steps)} steps on {workers} "
-         f"worker(s), {threads or 'default'} torch thread(s) per training")  # fmt: skip
-    summary = {
-        "steps": records,
-        "total_seconds": total,
-        "workers": workers,
-        "torch_threads_per_training": threads,
-        "cpu_count": os.cpu_count(),
-        "load_average_start": load_start,
-        "load_average_end": _load(),
-    }
-    for run_root in {s.parameters.get("run_root") for s in steps} - {None}:
-        write_json(resolve_path(run_root) / "pipeline_timings.json", summary)
-    return records
-
-
-def _run_parallel(pending, ready, take_skips, finish, options, workers, label, echo) -> None:
-    """The scheduler of `run_pipeline` on a pool of spawned processes."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    context = multiprocessing.get_context("spawn")  # no fork of a threaded torch process
-    running: dict = {}
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
-        try:
-            while pending or running:
-                take_skips()
-                for step in ready():
-                    if len(running) >= workers:
-                        break
-                    # One notebook at a time: kernels started in parallel processes can race
-                    # for the same ports and hang (papermill issues 239, 511).
-                    if step.kind == "notebook" and any(
-                        s.kind == "notebook" for s in running.values()
-                    ):
-                        continue
-                    pending.remove(step)
-                    echo(f"{label[step.name]} ...")
-                    running[pool.submit(_run_step, step, options)] = step
-                if not running:
-                    if pending:
-                        raise PipelineError(
-                            f"steps {[s.name for s in pending]} wait for steps that never ran."
-                        )
-                    break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    step = running.pop(future)
-                    finish(step, future.result(), "ran")
-        except BaseException:
-            for future in running:
-                future.cancel()
-            raise
+        _run_parallel(schedule, options, workers)
+    _report(schedule, steps, time.perf_counter() - start, load_start, workers, threads)
+    return schedule.records
 
 
 def train_many(
@@ -673,37 +635,19 @@ def train_many(
     echo: Callable[[str], None] = print,
 ) -> list[dict]:
     """Train many runs side by side (`parameters`: `training_config` overrides, each with
-    `preset`, `method`, `seed`, `run_root`, optionally `run_name`, ...), each warm start
-    first; finished runs are skipped when `resume`. For `scripts/tune.py` and
-    `scripts/study.py`; returns `run_pipeline`'s records."""
-    steps, warm = [], {}
+    `preset`, `method`, `seed`, `run_root`, optionally `run_name`, ...), the warm starts first;
+    finished runs are skipped when `resume`. For `qlib.tune` and `scripts/study.py`; returns
+    `run_pipeline`'s records."""
+    trainings = []
     for params in parameters:
         params = {"resume": resume, **params, "run_root": portable_path(params["run_root"])}
-        group = (params["run_root"], _warm_start_group(params))
-        after: tuple[str, ...] = ()
-        if group[1]:
-            if group not in warm:
-                name = f"warmstart {len(warm) + 1} ({params['run_root']})"
-                warm[group] = Step(None, params, name, kind="warmstart")
-                steps.append(warm[group])
-            after = (warm[group].name,)
         config = training_config(params)
         run_dir = resolve_path(config.run_root) / config.name
-        steps.append(
-            Step(
-                None,
-                params,
-                f"train {run_dir.parent.name}/{run_dir.name}",
-                run_dir,
-                kind="train",
-                after=after,
-            )  # fmt: skip
-        )
-    # Warm starts first, then the runs in the order given.
-    steps.sort(key=lambda s: s.kind != "warmstart")
+        name = f"train {run_dir.parent.name}/{run_dir.name}"
+        trainings.append(Step(None, params, name, run_dir, kind="train"))
     return run_pipeline(
-        steps,
-        executed_dir=repo_root() / "notebooks" / "executed" / "train_many",
+        _with_warm_starts(trainings),
+        executed_dir=NOTEBOOK_DIR / "executed" / "train_many",
         workers=workers or default_workers(),
         threads=threads,
         echo=echo,
@@ -744,10 +688,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             resume=False if args.no_resume else None,
             figures_dir=args.figures_dir,
         )
-        executed_dir = args.executed_dir or NOTEBOOK_DIR / "executed" / args.mode
         run_pipeline(
             steps,
-            executed_dir,
+            args.executed_dir or NOTEBOOK_DIR / "executed" / args.mode,
             workers=args.workers or default_workers(),
             log_output=args.log_output,
             # A hung kernel fails instead of waiting forever; on Stanford Cars notebooks 01 and

@@ -57,71 +57,6 @@ class PaperRow:
     note: str
 
 
-_HARWOOD = (
-    "Quoted by the paper from Harwood et al. 2017 (GoogLeNet, 64-d embedding), not ResNet-101; "
-    "its NMI is Harwood's CUB-200 value (Cars196: {nmi})."
-)
-
-# The paper's Table 1, typed from the paper (quotations, not measurements).
-PAPER_TABLE1: tuple[PaperRow, ...] = (
-    PaperRow(
-        "semihard",
-        "Semi-Hard [18]",
-        (51.54, 63.78, 73.52, 82.41, 55.38),
-        False,
-        _HARWOOD.format(nmi=53.35),
-    ),
-    PaperRow(
-        "lifted",
-        "Lifted Structure [21]",
-        (52.98, 65.70, 76.01, 84.27, 56.50),
-        False,
-        _HARWOOD.format(nmi=56.88),
-    ),
-    PaperRow(
-        "npairs",
-        "N-Pairs [4]",
-        (53.90, 66.76, 77.75, 86.35, 57.24),
-        False,
-        _HARWOOD.format(nmi=57.79),
-    ),
-    PaperRow(
-        "clustering",
-        "Clustering [22]",
-        (58.11, 70.64, 80.27, 87.81, 59.23),
-        False,
-        _HARWOOD.format(nmi=59.04),
-    ),
-    PaperRow(
-        "triplet_global",
-        "Triplet + Global [20]",
-        (61.41, 72.51, 81.75, 88.39, 58.61),
-        False,
-        _HARWOOD.format(nmi=58.20),
-    ),
-    PaperRow(
-        "random",
-        "Random Quadruplet Selection [9]",
-        (61.49, 73.41, 82.88, 89.92, 54.50),
-        True,
-        "The paper's own model and loss (eq. 6) with uniformly drawn quadruplets.",
-    ),
-    PaperRow(
-        "method1",
-        "Proposed Method 1",
-        (64.85, 75.59, 83.41, 89.55, 57.32),
-        True,
-        "The paper's method (Section 3.3.1).",
-    ),
-    PaperRow(
-        "method2",
-        "Proposed Method 2",
-        (66.06, 76.62, 84.84, 90.63, 57.00),
-        True,
-        "The paper's method (Section 3.3.2).",
-    ),
-)
-
 # Harwood et al. 2017's Cars196 NMI for the five baselines (docs/spec.md, "Known errata").
 HARWOOD_CARS196_NMI = {
     "semihard": 53.35,
@@ -130,13 +65,45 @@ HARWOOD_CARS196_NMI = {
     "clustering": 59.04,
     "triplet_global": 58.20,
 }
+_OWN_NOTES = {
+    "random": "The paper's own model and loss (eq. 6) with uniformly drawn quadruplets.",
+    "method1": "The paper's method (Section 3.3.1).",
+    "method2": "The paper's method (Section 3.3.2).",
+}
+
+
+def _note(method: str) -> str:
+    if method in _OWN_NOTES:
+        return _OWN_NOTES[method]
+    return (
+        "Quoted by the paper from Harwood et al. 2017 (GoogLeNet, 64-d embedding), not "
+        f"ResNet-101; its NMI is Harwood's CUB-200 value (Cars196: {HARWOOD_CARS196_NMI[method]})."
+    )
+
+
+# The paper's Table 1, typed from the paper (quotations, not measurements). Only its own rows
+# were obtained with its model (ResNet-101, 1024-d): the baselines are quoted from Harwood.
+PAPER_TABLE1: tuple[PaperRow, ...] = tuple(
+    PaperRow(method, name, values, method in _OWN_NOTES, _note(method))
+    for method, name, values in (
+        ("semihard", "Semi-Hard [18]", (51.54, 63.78, 73.52, 82.41, 55.38)),
+        ("lifted", "Lifted Structure [21]", (52.98, 65.70, 76.01, 84.27, 56.50)),
+        ("npairs", "N-Pairs [4]", (53.90, 66.76, 77.75, 86.35, 57.24)),
+        ("clustering", "Clustering [22]", (58.11, 70.64, 80.27, 87.81, 59.23)),
+        ("triplet_global", "Triplet + Global [20]", (61.41, 72.51, 81.75, 88.39, 58.61)),
+        ("random", "Random Quadruplet Selection [9]", (61.49, 73.41, 82.88, 89.92, 54.50)),
+        ("method1", "Proposed Method 1", (64.85, 75.59, 83.41, 89.55, 57.32)),
+        ("method2", "Proposed Method 2", (66.06, 76.62, 84.84, 90.63, 57.00)),
+    )
+)
 
 ERRATA = (
     "The baseline rows (Semi-Hard, Lifted Structure, N-Pairs, Clustering, Triplet + Global) are "
     'quoted from Harwood et al. 2017 ("Smart mining for deep metric learning"), obtained with '
     "GoogLeNet and a 64-d embedding, not with the paper's ResNet-101 and 1024-d embedding.",
     "Their NMI column equals Harwood et al.'s CUB-200 NMI values, not their Cars196 values "
-    "(Cars196 NMI there: 53.35, 56.88, 57.79, 59.04, 58.20 for the five baselines in order).",
+    f"(Cars196 NMI there: {', '.join(f'{v:.2f}' for v in HARWOOD_CARS196_NMI.values())} for "
+    "the five baselines in order).",
 )
 
 # The settings of a run's config.json that collect_runs reports beside its metrics.
@@ -212,24 +179,16 @@ def final_metrics(metrics_path: str | Path) -> dict:
         raise ValueError(
             f"{path}: the last evaluation lacks {missing}; expected keys {list(METRICS)}."
         )
-    values = {}
     for key in METRICS:
         value = last[key]
-        if (
-            not isinstance(value, (int, float))
-            or isinstance(value, bool)
-            or not math.isfinite(value)
-        ):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not math.isfinite(value):
             raise ValueError(f"{path}: {key} = {value!r}; expected a finite number (percent).")
         if not 0.0 <= value <= 100.0:
             raise ValueError(f"{path}: {key} = {value!r}; expected a percentage in [0, 100].")
-        values[key] = float(value)
-    values["epoch"] = last.get("epoch")
-    values["iteration"] = last.get("iteration")
-    values["n_evaluations"] = len(evaluations)
-    # qlib.train marks the last evaluation of a completed run with "final": true.
-    values["final"] = bool(last.get("final", False))
-    return values
+    values = {key: float(last[key]) for key in METRICS}
+    values |= {"epoch": last.get("epoch"), "iteration": last.get("iteration")}
+    return values | {"n_evaluations": len(evaluations), "final": bool(last.get("final", False))}
 
 
 def _run_identity(run_dir: Path) -> dict:
@@ -244,19 +203,15 @@ def _run_identity(run_dir: Path) -> dict:
         config = content.get("config", content)
         if not isinstance(config, dict):
             raise ValueError(f"{config_path}: 'config' is not a JSON object.")
-        identity["method"] = config.get("method")
-        identity["seed"] = config.get("seed")
-        for key in SETUP_FIELDS:
-            identity[key] = config.get(key)
+        identity |= {key: config.get(key) for key in ("method", "seed", *SETUP_FIELDS)}
         environment = content.get("environment", {})
         if isinstance(environment, dict):
             identity["torch_threads"] = environment.get("torch_threads")
             identity["device"] = environment.get("device")
     match = _RUN_NAME.match(run_dir.name)
-    if identity["method"] is None and match:
-        identity["method"] = match["method"]
-    if identity["seed"] is None and match:
-        identity["seed"] = int(match["seed"])
+    if match:  # the folder name stands in for what config.json does not say
+        fallback = {"method": match["method"], "seed": int(match["seed"])}
+        identity |= {key: value for key, value in fallback.items() if identity[key] is None}
     if identity["method"] is None or identity["seed"] is None:
         raise ValueError(
             f"{run_dir}: cannot tell the method and seed; expected a config.json with "
@@ -268,9 +223,9 @@ def _run_identity(run_dir: Path) -> dict:
 def collect_runs(run_root: str | Path) -> pd.DataFrame:
     """One row per run folder `<run_root>/<run>/` holding a metrics.json: `method`, `seed`,
     R@1 … NMI of the last evaluation, `final` (the run completed), `epoch`, `iteration`, setup
-    fields from config.json when
-    present (`dataset`, `backbone`, `embedding_dim`, ...), `path`. Sorted by method and seed. A
-    malformed file raises a ValueError naming it; no run is silently dropped."""
+    fields from config.json when present (`dataset`, `backbone`, `embedding_dim`, ...), `path`.
+    Sorted by method and seed. A malformed file raises a ValueError naming it; no run is
+    silently dropped."""
     root = Path(run_root)
     if not root.is_dir():
         raise FileNotFoundError(f"run_root {root} is not a folder; expected e.g. runs/demo.")
@@ -291,11 +246,17 @@ def collect_runs(run_root: str | Path) -> pd.DataFrame:
     return runs[ordered].sort_values(["method", "seed"]).reset_index(drop=True)
 
 
+def _completed(runs: pd.DataFrame) -> pd.Series:
+    """(rows,) bool: the runs that completed (all of them when `runs` does not say)."""
+    if "final" not in runs.columns:
+        return pd.Series(True, runs.index)
+    return runs["final"].astype(bool)
+
+
 def comparability(runs: pd.DataFrame) -> str:
     """One paragraph saying how the measured rows compare with the paper's, from the completed
     runs' recorded setup (dataset, backbone, embedding size)."""
-    if "final" in runs.columns:
-        runs = runs[runs["final"].astype(bool)]
+    runs = runs[_completed(runs)]
     if runs.empty:
         return "No completed run yet: every measured cell is missing."
     setups = sorted(
@@ -305,8 +266,7 @@ def comparability(runs: pd.DataFrame) -> str:
         }
     )
     described = "; ".join(f"dataset {d}, backbone {b}, {e}-d embedding" for d, b, e in setups)
-    paper_setup = setups == [("stanford_cars", "resnet101", "1024")]
-    if paper_setup:
+    if setups == [("stanford_cars", "resnet101", "1024")]:
         return (
             f"Measured with the paper's setup ({described}). The rows Random Quadruplet "
             "Selection, Proposed Method 1 and Proposed Method 2 are directly comparable with "
@@ -385,50 +345,54 @@ def learning_rate_notes(runs: pd.DataFrame) -> dict[str, tuple[str, str]]:
     return notes
 
 
-def protocol_notes(runs: pd.DataFrame) -> str:
-    """How the measured rows were trained, from the completed runs' config.json: seeds, start,
-    budget, optimiser and each method's learning rate with how it was chosen, the reduction
-    rule, threads. Markdown bullets."""
-    if "final" in runs.columns:
-        runs = runs[runs["final"].astype(bool)]
-    if runs.empty:
-        return "No completed run yet."
-    seeds = _values(runs, "seed")
+def _start(runs: pd.DataFrame) -> str:
+    """Where the runs' weights started, in words."""
     inits = _values(runs, "init")
-    start = _one(runs, "init")
     if inits == ["classifier"]:
-        start = (
+        return (
             "the same warm start for every method and seed: the network first trained as a "
             f"fine-class classifier for {_one(runs, 'classifier_epochs')} epoch(s) on the "
             'training classes only (`init="classifier"`, standing in for the paper\'s ImageNet '
             "weights)"
         )
-    elif inits == ["imagenet"]:
-        start = "ImageNet weights (the paper's start)"
-    elif inits == ["scratch"]:
-        start = "random weights (from scratch)"
-    optimizers = _values(runs, "optimizer")
+    words = {"imagenet": "ImageNet weights (the paper's start)",
+             "scratch": "random weights (from scratch)"}  # fmt: skip
+    return words[inits[0]] if len(inits) == 1 and inits[0] in words else _one(runs, "init")
+
+
+def _loss_scale_rule(runs: pd.DataFrame) -> str:
+    """Why one learning rate means one step size for every method (docs/spec.md)."""
     rule = (
         'Every method\'s batch loss is B x its own per-unit mean (`reduction="sum"`, '
         'docs/spec.md "Baselines"), so one SGD learning rate is one step size for every method'
     )
-    if optimizers == ["adam"]:
-        rule += "; under Adam, whose steps do not depend on the loss's scale, this matters less."
-    else:
-        rule += ": the paper's 3e-4 means the same for the baselines as for its own methods."
+    if _values(runs, "optimizer") == ["adam"]:
+        return (
+            rule + "; under Adam, whose steps do not depend on the loss's scale, this matters less."
+        )
+    return rule + ": the paper's 3e-4 means the same for the baselines as for its own methods."
+
+
+def protocol_notes(runs: pd.DataFrame) -> str:
+    """How the measured rows were trained, from the completed runs' config.json: seeds, start,
+    budget, optimiser and each method's learning rate with how it was chosen, the reduction
+    rule, threads. Markdown bullets."""
+    runs = runs[_completed(runs)]
+    if runs.empty:
+        return "No completed run yet."
     by_how: dict[str, list[str]] = {}
     for method, (lr, how) in learning_rate_notes(runs).items():
         by_how.setdefault(how, []).append(f"{method} {lr}")
     lrs = "; ".join(f"{', '.join(items)} ({how})" for how, items in by_how.items())
     lines = [
-        f"- Seeds: {', '.join(str(s) for s in seeds)}; a row is the mean ± sample std over "
-        "its seeds (column Seeds = n).",
-        f"- Start: {start}.",
+        f"- Seeds: {', '.join(str(s) for s in _values(runs, 'seed'))}; a row is the mean ± "
+        "sample std over its seeds (column Seeds = n).",
+        f"- Start: {_start(runs)}.",
         f"- Budget, the same for every method: {_one(runs, 'epochs')} epochs of ceil(valid "
         f"anchors / B) iterations, B = {_one(runs, 'batch_size')} quadruplets or 4B images "
         f"per iteration; warm-up epochs of Random: {_one(runs, 'warmup_epochs')}.",
         f"- Optimiser: {_one(runs, 'optimizer')}; learning rate per method: {lrs}.",
-        f"- {rule}",
+        f"- {_loss_scale_rule(runs)}",
         f"- Torch threads per run: {_one(runs, 'torch_threads')} (recorded in config.json; a "
         "run's numbers repeat bitwise on one machine).",
     ]
@@ -483,9 +447,7 @@ def build_table1(runs: pd.DataFrame) -> pd.DataFrame:
     paper = paper_table1()
     extra = [m for m in dict.fromkeys(runs["method"]) if m not in paper.index]
     rows = []
-    finished = (
-        runs["final"].astype(bool) if "final" in runs.columns else pd.Series(True, runs.index)
-    )
+    finished = _completed(runs)
     for method in [*paper.index, *extra]:
         of_method = runs["method"] == method
         group = runs[of_method & finished]
@@ -498,13 +460,10 @@ def build_table1(runs: pd.DataFrame) -> pd.DataFrame:
         }
         for metric in METRICS:
             values = group[metric].to_numpy(dtype=float)
-            mean = values.mean() if len(values) else np.nan
-            std = values.std(ddof=1) if len(values) > 1 else np.nan
-            paper_value = paper.at[method, metric] if in_paper else np.nan
-            row[metric] = mean
-            row[f"{metric}_std"] = std
-            row[f"{metric}_paper"] = paper_value
-            row[f"{metric}_diff"] = mean - paper_value
+            row[metric] = values.mean() if len(values) else np.nan
+            row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else np.nan
+            row[f"{metric}_paper"] = paper.at[method, metric] if in_paper else np.nan
+            row[f"{metric}_diff"] = row[metric] - row[f"{metric}_paper"]
         row["NMI_cars196"] = paper.at[method, "NMI_cars196"] if in_paper else np.nan
         row["comparable"] = bool(paper.at[method, "comparable"]) if in_paper else False
         row["note"] = paper.at[method, "note"] if in_paper else "Not in the paper's Table 1."
@@ -577,9 +536,8 @@ def to_markdown(
 
 def to_csv(table: pd.DataFrame, path: str | Path) -> Path:
     """Write the full-precision table (index = method key) to `path`; returns the path."""
-    path = Path(path)
-    atomic_write_bytes(path, table.to_csv(index=True).encode())
-    return path
+    atomic_write_bytes(Path(path), table.to_csv(index=True).encode())
+    return Path(path)
 
 
 def write_markdown(
@@ -603,6 +561,5 @@ def write_markdown(
     if notes.strip():
         text += f"\nHow the measured rows were trained:\n\n{notes.strip()}\n"
     text += f"\nKnown errata of the paper's Table 1:\n\n{errata}\n"
-    path = Path(path)
-    atomic_write_bytes(path, text.encode())
-    return path
+    atomic_write_bytes(Path(path), text.encode())
+    return Path(path)

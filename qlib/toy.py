@@ -140,31 +140,42 @@ def make_toy(
     bend = checks.number("bend", bend, 0)
 
     generator = torch.Generator().manual_seed(seed)
-    n_fine = n_coarse * n_fine_per_coarse
-    coarse_radius = coarse_separation / (2 * math.sin(math.pi / n_coarse))
+    centres = _fine_centres(n_coarse, n_fine_per_coarse, coarse_separation, fine_radius, generator)
+    fine = torch.arange(len(centres)).repeat_interleave(points_per_class)
+    plane = centres[fine] + fine_std * torch.randn(len(fine), 2, generator=generator)
+    points = plane.clone()
+    if dim > 2:
+        points = _hide_in_higher_dimensions(plane, dim, nuisance_std, bend, generator)
+    held_out = (fine % n_fine_per_coarse) >= n_fine_per_coarse - n_held_out
+    return ToyData(points.float(), fine, fine // n_fine_per_coarse, plane.float(), held_out)
+
+
+def _fine_centres(
+    n_coarse: int, n_fine_per_coarse: int, separation: float, radius: float, generator
+) -> Tensor:
+    """(n_coarse * n_fine_per_coarse, 2): coarse centres on a circle, neighbours `separation`
+    apart (random rotation), each with its fine centres on a circle of `radius` around it."""
+    coarse_radius = separation / (2 * math.sin(math.pi / n_coarse))
     coarse_angle = 2 * math.pi * torch.arange(n_coarse) / n_coarse
     coarse_angle = coarse_angle + 2 * math.pi * torch.rand((), generator=generator)
     coarse_centre = coarse_radius * torch.stack([coarse_angle.cos(), coarse_angle.sin()], 1)
     fine_phase = 2 * math.pi * torch.rand(n_coarse, 1, generator=generator)
     fine_angle = fine_phase + 2 * math.pi * torch.arange(n_fine_per_coarse) / n_fine_per_coarse
-    fine_offset = fine_radius * torch.stack([fine_angle.cos(), fine_angle.sin()], -1)
-    fine_centre = (coarse_centre[:, None, :] + fine_offset).reshape(n_fine, 2)
+    fine_offset = radius * torch.stack([fine_angle.cos(), fine_angle.sin()], -1)
+    return (coarse_centre[:, None, :] + fine_offset).reshape(-1, 2)
 
-    fine = torch.arange(n_fine).repeat_interleave(points_per_class)
-    coarse = fine // n_fine_per_coarse
-    noise = fine_std * torch.randn(len(fine), 2, generator=generator)
-    plane = fine_centre[fine] + noise
-    held_out = (fine % n_fine_per_coarse) >= n_fine_per_coarse - n_held_out
 
-    points = plane.clone()
-    if dim > 2:
-        standard = (plane - plane.mean(0)) / plane.std()
-        nuisance = nuisance_std * torch.randn(len(fine), dim - 2, generator=generator)
-        rotation, _ = torch.linalg.qr(torch.randn(dim, dim, generator=generator))
-        points = torch.cat([standard, nuisance], 1) @ rotation
-        bend_weights = torch.randn(dim, dim, generator=generator) / math.sqrt(dim)
-        points = points + bend * torch.tanh(points @ bend_weights)
-    return ToyData(points.float(), fine, coarse, plane.float(), held_out)
+def _hide_in_higher_dimensions(
+    plane: Tensor, dim: int, nuisance_std: float, bend: float, generator
+) -> Tensor:
+    """(N, 2) -> (N, dim): the standardised plane beside dim - 2 noise dimensions, rotated by a
+    random orthogonal matrix and bent by x -> x + bend * tanh(x W)."""
+    standard = (plane - plane.mean(0)) / plane.std()
+    nuisance = nuisance_std * torch.randn(len(plane), dim - 2, generator=generator)
+    rotation, _ = torch.linalg.qr(torch.randn(dim, dim, generator=generator))
+    points = torch.cat([standard, nuisance], 1) @ rotation
+    bend_weights = torch.randn(dim, dim, generator=generator) / math.sqrt(dim)
+    return points + bend * torch.tanh(points @ bend_weights)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -486,12 +497,7 @@ def train_toy_embedding(
 
     anchor_generator = seed_everything(seed)  # also seeds the weights: the same for every method
     pick_generator = torch.Generator().manual_seed(seed + 1)
-    train = toy.subset(~toy.held_out)
-    # Fine ids 0..k2-1 for the fine head; an order-preserving relabelling changes no pick.
-    fine_classes, fine_ids = torch.unique(train.fine, return_inverse=True)
-    train = replace(train, fine=fine_ids)
-    n_coarse = int(toy.coarse.max()) + 1
-    model = ToyEmbeddingNet(toy.points.shape[1], n_coarse, len(fine_classes), hidden, normalize)
+    train, model = _toy_model(toy, hidden, normalize)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     if method == "triplet":
         loss_fn = partial(triplet_baseline, margin=triplet_margin)
@@ -511,6 +517,16 @@ def train_toy_embedding(
             snapshots.append(snapshot)
             metrics.append(entry)
     return ToyTrainingHistory(method, as_frame(rows), metrics, np.stack(snapshots))
+
+
+def _toy_model(toy: ToyData, hidden: int, normalize: bool) -> tuple[ToyData, ToyEmbeddingNet]:
+    """The toy's training classes, with fine ids 0..k2-1 for the fine head (an order-preserving
+    relabelling changes no pick), and a fresh ToyEmbeddingNet (weights from torch's global RNG)."""
+    train = toy.subset(~toy.held_out)
+    fine_classes, fine_ids = torch.unique(train.fine, return_inverse=True)
+    n_coarse = int(toy.coarse.max()) + 1
+    model = ToyEmbeddingNet(toy.points.shape[1], n_coarse, len(fine_classes), hidden, normalize)
+    return replace(train, fine=fine_ids), model
 
 
 def final_recall(histories: Mapping[str, ToyTrainingHistory]) -> dict[str, float]:
