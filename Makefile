@@ -75,11 +75,16 @@ format: $(VENV)/.installed
 	$(PY) -m ruff format qlib tests benchmarks scripts notebooks
 	$(PY) -m ruff check --fix qlib tests benchmarks scripts notebooks
 
-# make reproduce CARS_ROOT=/path/to/stanford_cars [SEEDS="0 1 2"]
+# make reproduce CARS_ROOT=/path/to/stanford_cars [SEEDS="0 1 2"]     (runs/paper)
+# make reproduce DATASET=sop ROOT=/path/to/Stanford_Online_Products   (runs/paper-sop)
+# make reproduce DATASET=cub200 ROOT=/path/to/CUB_200_2011             (runs/paper-cub200)
+DATASET ?= stanford_cars
+ROOT ?= $(CARS_ROOT)
 reproduce: $(VENV)/.installed
-	@test -n "$(CARS_ROOT)" || { echo "Set CARS_ROOT to your Stanford Cars folder: make reproduce CARS_ROOT=/data/stanford_cars"; exit 2; }
-	$(PY) -m qlib.pipeline reproduce --root "$(CARS_ROOT)" $(if $(SEEDS),--seeds $(SEEDS),)
+	@test -n "$(ROOT)" || { echo "Set ROOT (or CARS_ROOT) to your $(DATASET) folder: make reproduce DATASET=$(DATASET) ROOT=/data/..."; exit 2; }
+	$(PY) -m qlib.pipeline reproduce --dataset $(DATASET) --root "$(ROOT)" $(if $(SEEDS),--seeds $(SEEDS),)
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_train.py

@@ -4,6 +4,7 @@
     python -m qlib.pipeline figures                           # the demo's figures into figures/
     python -m qlib.pipeline smoke --run-root /tmp/smoke       # the same in seconds (tests)
     python -m qlib.pipeline reproduce --root /data/stanford_cars [--seeds 0 1 2]
+    python -m qlib.pipeline reproduce --dataset sop --root /data/Stanford_Online_Products
 
 A mode's plan (`plan(...)`, a pure function) is a list of steps:
 
@@ -41,6 +42,7 @@ from .utils import experiment_root, repo_root, resolve_path, write_json
 __all__ = [
     "METHODS",
     "MODES",
+    "REPRODUCE_DATASETS",
     "NOTEBOOKS",
     "NOTEBOOK_DIR",
     "PipelineError",
@@ -65,6 +67,8 @@ NOTEBOOKS = (
     "05_table1.ipynb",
 )
 MODES = ("demo", "figures", "smoke", "reproduce")
+# What `reproduce` trains on (the paper preset); its runs go to runs/paper, runs/paper-sop, ...
+REPRODUCE_DATASETS = ("stanford_cars", "sop", "cub200")
 SHOWCASE = "method2"  # the run notebook 03 shows (seed 0)
 
 # Per mode: where runs go, the training preset, the data, the default seeds, which trained
@@ -136,13 +140,19 @@ def training_config(parameters: dict):
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_plan(mode: str, root: str | None, methods, seeds) -> tuple[tuple, tuple]:
+def _check_plan(
+    mode: str, root: str | None, methods, seeds, dataset: str | None = None
+) -> tuple[tuple, tuple]:
     """The checked (methods, seeds) of a plan; one clear error for each bad input."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is unknown; expected one of {MODES}.")
+    if dataset is not None and (mode != "reproduce" or dataset not in REPRODUCE_DATASETS):
+        raise ValueError(
+            f"dataset {dataset!r}: only reproduce takes a dataset, one of {REPRODUCE_DATASETS}."
+        )
     if mode == "reproduce" and not root:
         raise ValueError(
-            "reproduce needs the Stanford Cars folder: pass --root /path/to/stanford_cars."
+            f"reproduce needs the {dataset or 'stanford_cars'} folder: pass --root /path/to/it."
         )
     methods = tuple(methods) if methods else METHODS
     unknown = [m for m in methods if m not in METHODS]
@@ -207,16 +217,22 @@ def plan(
     seeds: Sequence[int] | None = None,
     methods: Sequence[str] | None = None,
     evaluate: Sequence[str] | None = None,
-    coarse: str = "suffix22",
+    coarse: str = "",
     resume: bool | None = None,
     figures_dir: str | Path | None = None,
+    dataset: str | None = None,
 ) -> list[Step]:
     """The steps of `mode` in priority order (see the module docstring). Figures go to
     `<run_root>/figures` (demo, smoke, reproduce) or to the repository's figures/ (`figures`
     mode, which also reuses finished runs). `resume` (default: reproduce and figures) lets a
-    training continue an interrupted run and skips finished ones; the demo retrains."""
-    methods, seeds = _check_plan(mode, root, methods, seeds)
+    training continue an interrupted run and skips finished ones; the demo retrains.
+    `dataset` (reproduce): one of REPRODUCE_DATASETS, default stanford_cars; `coarse` "" takes
+    its default coarse labels."""
+    methods, seeds = _check_plan(mode, root, methods, seeds, dataset)
     settings, first = _MODE_SETTINGS[mode], seeds[0]
+    if dataset not in (None, settings["dataset"]):
+        settings = settings | {"dataset": dataset, "run_root": f"runs/paper-{dataset}"}
+        settings |= {"overrides": settings["overrides"] | {"dataset": dataset}}
     run_root = resolve_path(run_root if run_root is not None else settings["run_root"])
     if settings["smoke"]:  # where notebooks 03/04 put smoke runs: every notebook must agree
         run_root = experiment_root(run_root, smoke=True)
@@ -247,9 +263,9 @@ def plan(
     ]  # fmt: skip
     showcase = []
     if SHOWCASE in methods:  # notebook 03 shows a finished run: resume=True, no retraining
-        init = {k: v for k, v in settings["overrides"].items() if k == "init"}
+        same = {k: v for k, v in settings["overrides"].items() if k in ("init", "dataset")}
         parameters = {"preset": settings["preset"], "method": SHOWCASE, "seed": first}
-        parameters |= {"resume": True, **init, **with_root}
+        parameters |= {"resume": True, **same, **with_root}
         showcase.append(_on_run("03_train.ipynb", run[(SHOWCASE, first)], notebook | parameters))
     table = Step(
         "05_table1.ipynb",
@@ -665,7 +681,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", help="training seeds")
     parser.add_argument("--methods", nargs="+", choices=METHODS, help="methods to train")
     parser.add_argument("--evaluate", nargs="*", help="methods notebook 04 evaluates")
-    parser.add_argument("--coarse", default="suffix22", help="coarse vocabulary (Stanford Cars)")
+    parser.add_argument("--dataset", choices=REPRODUCE_DATASETS, help="reproduce: the dataset")
+    parser.add_argument("--coarse", default="", help="coarse labels (default: the dataset's)")
     parser.add_argument("--figures-dir", help="where figures go (default <run_root>/figures)")
     parser.add_argument("--executed-dir", help="where executed notebooks go")
     parser.add_argument("--workers", type=int, help="processes side by side (default: cores)")
@@ -685,6 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             methods=args.methods,
             evaluate=args.evaluate,
             coarse=args.coarse,
+            dataset=args.dataset,
             resume=False if args.no_resume else None,
             figures_dir=args.figures_dir,
         )

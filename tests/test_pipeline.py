@@ -121,11 +121,28 @@ def test_plan_reproduce_every_method_and_seed(tmp_path):
     assert {s.parameters["figures_dir"] for s in notebooks} == {str(tmp_path / "paper" / "figures")}
 
 
+@pytest.mark.parametrize("dataset", ["sop", "cub200"])
+def test_plan_reproduce_on_another_dataset(dataset):
+    steps = pipeline.plan("reproduce", root="/data/x", dataset=dataset, seeds=[0])
+    data, train = steps[0], [s for s in steps if s.kind == "train"]
+    assert data.parameters["dataset"] == dataset and data.parameters["coarse"] == ""
+    assert {s.parameters["dataset"] for s in train} == {dataset}
+    assert {s.run_dir.parent.name for s in train} == {f"paper-{dataset}"}  # not runs/paper
+    config = pipeline.training_config(train[0].parameters)
+    assert (config.dataset, config.root, config.coarse) == (dataset, "/data/x", "")
+    (showcase,) = [s for s in steps if s.notebook == "03_train.ipynb"]
+    assert showcase.parameters["dataset"] == dataset
+
+
 def test_plan_bad_inputs():
     with pytest.raises(ValueError, match="mode"):
         pipeline.plan("fast")
     with pytest.raises(ValueError, match="--root"):
         pipeline.plan("reproduce")
+    with pytest.raises(ValueError, match="only reproduce"):
+        pipeline.plan("demo", dataset="sop")
+    with pytest.raises(ValueError, match="one of"):
+        pipeline.plan("reproduce", root="x", dataset="imagenet")
     with pytest.raises(ValueError, match="unknown methods"):
         pipeline.plan("smoke", methods=["facility"])
     with pytest.raises(ValueError, match="seeds"):
