@@ -391,6 +391,9 @@ def _execute(step: Step, output: Path, options: dict) -> None:
             start_timeout=options["start_timeout"],
             execution_timeout=options["cell_timeout"],
             cwd=str(notebook_dir),
+            # The kernel's own log (ipykernel 7 warns on every start that its local TCP
+            # sockets are unencrypted) is not the notebook's output; errors still show.
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except pm.PapermillExecutionError as err:
         first_line = (str(err.evalue).strip().splitlines() or [""])[0].rstrip(".")

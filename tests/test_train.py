@@ -245,12 +245,17 @@ def test_cpu_runs_repeat_exactly_with_two_threads(tmp_path):
     assert not torch.are_deterministic_algorithms_enabled()  # train() restores the flag
 
 
-def test_finished_run_is_not_retrained_and_changed_settings_do_not_resume(tmp_path):
+def test_finished_run_is_not_retrained_and_changed_settings_do_not_resume(tmp_path, monkeypatch):
     config = tiny_config(tmp_path, "method2", resume=True)
     run_dir = qtrain.train(config)
     checkpoint = run_dir / "checkpoints" / "last.pt"
     before = (checkpoint.stat().st_mtime_ns, (run_dir / "log.csv").read_text())
     assert qtrain.train(config) == run_dir
+    assert (checkpoint.stat().st_mtime_ns, (run_dir / "log.csv").read_text()) == before
+    # The same folder spelled relative to the repository root (as the pipeline records it).
+    monkeypatch.setattr("qlib.utils.repo_root", lambda: tmp_path)
+    relative = tiny_config(tmp_path, "method2", resume=True, run_root="runs")
+    assert qtrain.train(relative).resolve() == run_dir.resolve()
     assert (checkpoint.stat().st_mtime_ns, (run_dir / "log.csv").read_text()) == before
     with pytest.raises(ValueError, match="lr"):
         qtrain.train(tiny_config(tmp_path, "method2", resume=True, lr=0.5))

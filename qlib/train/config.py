@@ -37,6 +37,9 @@ RESUME_FREE_FIELDS = frozenset(
         "root",
         "manifest_path",
         "sync_timings",
+        # The run folder is found under it, so it is the same place however it is spelled
+        # (the pipeline records "runs/demo", notebook 03 passes the absolute path).
+        "run_root",
     }
 )
 
