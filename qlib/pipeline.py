@@ -391,9 +391,10 @@ def _execute(step: Step, output: Path, options: dict) -> None:
             start_timeout=options["start_timeout"],
             execution_timeout=options["cell_timeout"],
             cwd=str(notebook_dir),
-            # The kernel's own log (ipykernel 7 warns on every start that its local TCP
-            # sockets are unencrypted) is not the notebook's output; errors still show.
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            # The kernel's own log is not the notebook's output: ipykernel 7 warns at every
+            # start that its local TCP sockets are unencrypted, and may log an ERROR for the
+            # interrupt at shutdown. A failing cell still fails the step with its traceback.
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
     except pm.PapermillExecutionError as err:
         first_line = (str(err.evalue).strip().splitlines() or [""])[0].rstrip(".")
