@@ -59,7 +59,7 @@ tune: $(VENV)/.installed
 	$(PY) -m qlib.tune --preset $(PRESET) $(if $(CARS_ROOT),--root "$(CARS_ROOT)",)
 
 # Warm start vs scratch, and warm-up, for Random / Method 1 / Method 2, 5 seeds:
-# runs/study/study.md. 65 runs, 17 min on the 2-core CPU.
+# runs/study/study.md (a copy: figures/study.md). 65 runs, 16 min on the 2-core CPU.
 study: $(VENV)/.installed
 	$(PY) scripts/study.py $(if $(SEEDS),--seeds $(SEEDS),)
 
