@@ -2,7 +2,6 @@
 fake trees in their official layouts, the coarse tables and their generating script."""
 
 import importlib.util
-import io
 import sys
 import warnings
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+from fake_images import write_images
 from scipy.io import savemat
 
 from qlib import data
@@ -36,15 +35,6 @@ def _load_script():
 # ----------------------------------------------------------------------------------------------
 
 FAKE_IDS = [c for c in range(1, 197) for _ in range(2 if c in (1, 150) else 1)]
-JPEG = io.BytesIO()
-Image.new("RGB", (12, 8), (200, 30, 30)).save(JPEG, format="JPEG")
-JPEG = JPEG.getvalue()
-
-
-def _write_images(paths):
-    for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(JPEG)
 
 
 def _struct(**fields):
@@ -63,7 +53,7 @@ def _cells(strings):
 
 def make_combined(root: Path) -> Path:
     files = [f"car_ims/{i + 1:06d}.jpg" for i in range(len(FAKE_IDS))]
-    _write_images(root / f for f in files)
+    write_images(root / f for f in files)
     n = len(files)
     ann = _struct(
         relative_im_path=files,
@@ -84,7 +74,7 @@ def make_devkit(root: Path) -> Path:
     halves = {"train": FAKE_IDS[::2], "test": FAKE_IDS[1::2]}
     for split, ids in halves.items():
         files = [f"{i + 1:05d}.jpg" for i in range(len(ids))]
-        _write_images(base / f"cars_{split}" / f for f in files)
+        write_images(base / f"cars_{split}" / f for f in files)
         n = len(ids)
         ann = _struct(
             bbox_x1=[1] * n,
@@ -109,7 +99,7 @@ def make_folders(root: Path, with_splits: bool = True) -> Path:
         folder = NAMES[class_id - 1].replace("/", "-")  # "Ram C/V ..." -> "Ram C-V ..."
         split = ("train", "test")[i % 2] if with_splits else ""
         paths.append(base / split / folder / f"{i:05d}.jpg")
-    _write_images(paths)
+    write_images(paths)
     return root
 
 
@@ -316,7 +306,7 @@ def make_sop(
             for i in range(n):
                 image_id += 1
                 relative = f"{folder}/{100000 + class_id}_{i}.JPG"
-                _write_images([base / relative])
+                write_images([base / relative])
                 lines.append(f"{image_id} {class_id} {super_id} {relative}")
         (base / f"Ebay_{split}.txt").write_text("\n".join(lines) + "\n")
     return base
@@ -425,7 +415,7 @@ def make_cub(root: Path) -> Path:
         f"{CUB_FOLDERS[c - 1]}/{CUB_FOLDERS[c - 1][4:]}_{i:04d}_1.jpg"
         for i, c in enumerate(CUB_IDS)
     ]
-    _write_images(base / "images" / f for f in files)
+    write_images(base / "images" / f for f in files)
     (base / "images.txt").write_text("".join(f"{i + 1} {f}\n" for i, f in enumerate(files)))
     (base / "image_class_labels.txt").write_text(
         "".join(f"{i + 1} {c}\n" for i, c in enumerate(CUB_IDS))

@@ -1,7 +1,6 @@
 """qlib.data.manifest: CSV manifests, folder trees, the zero-shot split, the checks, the summary
 (against a brute-force restatement of the anchor rule) and the dispatch of load_dataset."""
 
-import io
 import os
 import warnings
 from pathlib import Path
@@ -9,20 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+from fake_images import write_images
 
 from qlib import data
-
-JPEG = io.BytesIO()
-Image.new("RGB", (12, 8), (200, 30, 30)).save(JPEG, format="JPEG")
-JPEG = JPEG.getvalue()
-
-
-def _write_images(paths):
-    for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(JPEG)
-
 
 # ----------------------------------------------------------------------------------------------
 # Manifests, folder trees, splits
@@ -32,7 +20,7 @@ def _write_images(paths):
 def _tiny_tree(root: Path, tree: dict[str, dict[str, int]]) -> Path:
     for coarse, fines in tree.items():
         for fine, n in fines.items():
-            _write_images(root / coarse / fine / f"{i}.jpg" for i in range(n))
+            write_images(root / coarse / fine / f"{i}.jpg" for i in range(n))
     return root
 
 
