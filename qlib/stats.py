@@ -23,8 +23,10 @@ import numpy as np
 import pandas as pd
 
 from . import table as qtable
+from .train.config import BASELINE_METHODS, QUADRUPLET_METHODS
 
 __all__ = [
+    "BASELINE_PAIRS",
     "DEFAULT_PAIRS",
     "PairedComparison",
     "compare_values",
@@ -39,6 +41,10 @@ DEFAULT_PAIRS: tuple[tuple[str, str], ...] = (
     ("method2", "random"),
     ("method1", "random"),
     ("method2", "method1"),
+)
+# Each baseline against each quadruplet selection (notebook 05, table1.md).
+BASELINE_PAIRS: tuple[tuple[str, str], ...] = tuple(
+    (baseline, method) for baseline in BASELINE_METHODS for method in QUADRUPLET_METHODS
 )
 
 
