@@ -41,6 +41,7 @@ import torch
 
 from . import data as qdata
 from . import model as qmodel
+from .data.manifest import IMAGE_EXTENSIONS, is_image_file
 from .utils import atomic_write_bytes, resolve_device, resolve_path
 
 __all__ = [
@@ -58,7 +59,6 @@ __all__ = [
 ]
 
 FORMAT = "qlib-embeddings/1"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 # Per image: the file and, where known, its labels (-1 / "" when not).
 LABEL_COLUMNS = ("fine", "coarse", "fine_name", "coarse_name", "split")
 _UNKNOWN = {"fine": -1, "coarse": -1, "fine_name": "", "coarse_name": "", "split": ""}
@@ -195,11 +195,7 @@ def image_table(images: str | Path | Sequence[str | Path] | pd.DataFrame) -> pd.
     elif isinstance(images, (str, os.PathLike)):
         source = Path(images).expanduser()
         if source.is_dir():
-            files = sorted(
-                p
-                for p in source.rglob("*")
-                if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-            )
+            files = sorted(p for p in source.rglob("*") if is_image_file(p))
             if not files:
                 raise FileNotFoundError(
                     f"folder {str(source)!r} holds no image file ({', '.join(IMAGE_EXTENSIONS)}); "

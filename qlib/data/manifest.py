@@ -25,7 +25,7 @@ from .images import image_is_readable
 
 MANIFEST_COLUMNS = ("path", "fine", "coarse", "fine_name", "coarse_name", "split")
 SPLITS = ("train", "test")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
 
 def check_labels(df: pd.DataFrame, fine: str, coarse: str, shown: str | None = None) -> None:
