@@ -172,8 +172,9 @@ def _warm_start_group(parameters: dict) -> tuple:
     config = training_config(parameters)
     if config.init != "classifier":
         return ()
-    fields = ("backbone", "embedding_dim", "freeze_bn", "classifier_epochs", "batch_size", "amp")
-    return tuple(getattr(config, f) for f in (*fields, "threads", "image_size"))
+    from .train.warmstart import CLASSIFIER_FIELDS
+
+    return tuple(getattr(config, f) for f in (*CLASSIFIER_FIELDS, "image_size"))
 
 
 def _with_warm_starts(trainings: list[Step], after: tuple[str, ...] = ()) -> list[Step]:

@@ -31,21 +31,23 @@ CLASSIFIER_SEED = 0  # one classifier per experiment, whatever the run's seed
 CLASSIFIER_LR = 1e-3
 
 
+# The TrainConfig fields a classifier warm start depends on (with the training images, their
+# image size and coarse-class count): runs that agree on them share one cached classifier.
+CLASSIFIER_FIELDS = (
+    "backbone",
+    "embedding_dim",
+    "freeze_bn",
+    "classifier_epochs",
+    "batch_size",
+    "amp",
+    "threads",
+)
+
+
 def classifier_key(config: TrainConfig, data: RunData) -> str:
     """A short hash of everything the classifier's weights depend on."""
     images = data.train_manifest[["path", "fine"]].to_csv(index=False).encode()
-    settings = {
-        k: getattr(config, k)
-        for k in (
-            "backbone",
-            "embedding_dim",
-            "freeze_bn",
-            "classifier_epochs",
-            "batch_size",
-            "amp",
-            "threads",
-        )
-    }
+    settings = {k: getattr(config, k) for k in CLASSIFIER_FIELDS}
     settings |= {
         "image_size": data.image_size,
         "n_coarse": data.n_coarse,
