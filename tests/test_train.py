@@ -15,6 +15,7 @@ from qlib import losses as qlosses
 from qlib import model as qmodel
 from qlib import train as qtrain
 from qlib.logs import TIME_COLUMNS
+from qlib.metrics import retrieval_metrics
 from qlib.train import loop as qloop
 from qlib.train import setup as qsetup
 
@@ -187,13 +188,15 @@ def test_bank_refresh_every_n_iterations(tmp_path):
     assert [float(r["time_bank"]) > 0 for r in rows] == [True, False, True]
 
 
-def test_load_run_and_evaluate_run_reproduce_the_final_metrics(tmp_path):
+def test_load_run_reproduces_the_final_metrics(tmp_path):
     run_dir = qtrain.train(tiny_config(tmp_path, "method1"))
     config, model = qtrain.load_run(run_dir)
     assert config.method == "method1" and not model.training
     assert isinstance(model, qmodel.EmbeddingNet)
     final = qtrain.read_metrics(run_dir)[-1]
-    again = qtrain.evaluate_run(run_dir, device="cpu")
+    data = qtrain.build_datasets(config)
+    embeddings = qmodel.embed_images(model, data.eval_set, config.eval_batch_size)
+    again = retrieval_metrics(embeddings, data.eval_fine)
     for key in ("R@1", "R@2", "R@4", "R@8", "NMI"):
         assert again[key] == pytest.approx(final[key], abs=1e-9)
     with pytest.raises(FileNotFoundError):

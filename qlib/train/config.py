@@ -1,10 +1,7 @@
 """Every setting of a training run in one flat dataclass, and the presets built from it.
 
-`TrainConfig()` holds the paper's values (Section 4, docs/spec.md); a preset changes what a
-setting needs (the demo's small CNN, the smoke test's tiny sizes), and `config_from_preset`
-applies the preset, then the preset's per-method settings (learning rates chosen by
-`make tune` on validation classes), then the caller's overrides. docs/spec.md, "Training
-choices", gives the reason for every value the paper does not state.
+`TrainConfig()` holds the paper's values (Section 4); docs/spec.md, "Training choices", gives
+the reason for every value the paper does not state.
 """
 
 from __future__ import annotations
@@ -24,23 +21,11 @@ INITS = ("scratch", "imagenet", "classifier")  # or a path to a weights file
 DATASETS = ("synthetic", "stanford_cars", "sop", "cub200", "manifest", "folder")
 
 # Settings an interrupted run may change when it resumes (they do not change the result).
+# run_root too: the run folder is found under it however it is spelled (the pipeline records
+# "runs/demo", notebook 03 passes the absolute path).
 RESUME_FREE_FIELDS = frozenset(
-    {
-        "resume",
-        "progress",
-        "device",
-        "num_workers",
-        "stop_after_iterations",
-        "epochs",
-        "eval_batch_size",
-        "keep_epoch_checkpoints",
-        "root",
-        "manifest_path",
-        "sync_timings",
-        # The run folder is found under it, so it is the same place however it is spelled
-        # (the pipeline records "runs/demo", notebook 03 passes the absolute path).
-        "run_root",
-    }
+    "resume progress device num_workers stop_after_iterations epochs eval_batch_size "
+    "keep_epoch_checkpoints root manifest_path sync_timings run_root".split()
 )
 
 
@@ -123,26 +108,19 @@ class TrainConfig:
         _choice("reduction", self.reduction, ("sum", "mean"))
         _choice("optimizer", self.optimizer, ("sgd", "adam"))
         _choice("eval_split", self.eval_split, ("test", "val"))
-        for name in ("embedding_dim", "batch_size", "eval_every", "eval_batch_size"):
-            checks.integer(name, getattr(self, name), 1)
-        for name in ("iterations_per_epoch", "bank_refresh_iterations", "image_size"):
-            if getattr(self, name) is not None:
-                checks.integer(name, getattr(self, name), 1)
-        if self.threads is not None:
-            checks.integer("threads", self.threads, 1)
-        if self.stop_after_iterations is not None:
-            checks.integer("stop_after_iterations", self.stop_after_iterations, 1)
-        for name in (
-            "epochs",
-            "num_workers",
-            "seed",
-            "data_seed",
-            "warmup_epochs",
-            "clustering_refine_steps",
+        # Integer settings and their least values; those typed `int | None` may be None.
+        optional = {f.name for f in dataclasses.fields(self) if "None" in str(f.type)}
+        for names, minimum in (
+            ("embedding_dim batch_size eval_every eval_batch_size classifier_epochs", 1),
+            ("iterations_per_epoch bank_refresh_iterations image_size threads", 1),
+            ("stop_after_iterations", 1),
+            ("epochs num_workers seed data_seed warmup_epochs clustering_refine_steps", 0),
+            ("images_per_class", 2),  # a class needs a pair
         ):
-            checks.integer(name, getattr(self, name), 0)
-        checks.integer("classifier_epochs", self.classifier_epochs, 1)
-        checks.integer("images_per_class", self.images_per_class, 2)  # a class needs a pair
+            for name in names.split():
+                value = getattr(self, name)
+                if value is not None or name not in optional:
+                    checks.integer(name, value, minimum)
         checks.number("lr", self.lr, 0.0, exclusive=True)
         if not isinstance(self.init, str) or not self.init:
             raise ValueError(

@@ -1,15 +1,10 @@
 """A run's data: its manifest (never silently another experiment's), its three datasets (the bank,
-the augmented batches, the evaluation split), and loaders whose randomness is the run's own.
-
-Reproducibility: every random choice of the data path is drawn by the trainer's own data
-generator (the crop and flip of each image included, see `AugmentedItems`), never by torch's
-global stream, so progress bars, notebooks or a different number of workers cannot change
-which crop an image gets.
+the augmented batches, the evaluation split), and loaders whose randomness is the run's own
+(every crop and flip drawn by the trainer's data generator, see `AugmentedItems`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,17 +45,9 @@ class RunData:
     eval_set: Any = field(repr=False)  # eval transform: evaluation
 
     # The names notebook 04 and older code use for the test split.
-    @property
-    def test_manifest(self) -> pd.DataFrame:
-        return self.eval_manifest
-
-    @property
-    def test_fine(self) -> Tensor:
-        return self.eval_fine
-
-    @property
-    def test_set(self) -> Any:
-        return self.eval_set
+    test_manifest = property(lambda self: self.eval_manifest)
+    test_fine = property(lambda self: self.eval_fine)
+    test_set = property(lambda self: self.eval_set)
 
 
 def experiment_manifest(run_root: str | Path) -> str:
@@ -69,19 +56,14 @@ def experiment_manifest(run_root: str | Path) -> str:
     return str(path) if path.is_file() else ""
 
 
-def requested_source(config: TrainConfig) -> dict[str, Any]:
-    """What the config asks for, in the form notebook 01 records beside a manifest."""
-    return qdata.dataset_source(
-        config.dataset, config.root, config.coarse, config.synthetic_size, config.data_seed
-    )
-
-
 def _check_manifest_matches(config: TrainConfig, path: Path) -> None:
     """A manifest written for one dataset must not silently stand in for another."""
     recorded = qdata.manifest_source(path)
     if recorded is None or config.dataset == "manifest":
         return  # the user's own CSV, or "train on this manifest as it is"
-    wanted = requested_source(config)
+    wanted = qdata.dataset_source(
+        config.dataset, config.root, config.coarse, config.synthetic_size, config.data_seed
+    )
     differ = sorted(k for k in wanted if recorded.get(k) != wanted[k])
     if differ:
         raise ValueError(
@@ -169,24 +151,12 @@ def build_datasets(config: TrainConfig) -> RunData:
         image_size=image_size,
         train_eval_set=train_eval_set,
         train_aug_set=AugmentedItems(
-            CachedItems(train_resized) if cache else train_resized, image_size
+            # Small sets resized once up front: the resize then costs nothing per iteration.
+            [train_resized[i] for i in range(len(train_resized))] if cache else train_resized,
+            image_size,
         ),
         eval_set=qdata.HierarchicalImageDataset(evaluation, eval_tf, cache, **files),
     )
-
-
-class CachedItems(torch.utils.data.Dataset):
-    """Every item of a dataset with a deterministic transform, computed once up front (small
-    sets such as the synthetic ones: the resize then costs nothing per iteration)."""
-
-    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
-        self.items = [dataset[i] for i in range(len(dataset))]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.items[index]
 
 
 class AugmentedItems(torch.utils.data.Dataset):
@@ -205,24 +175,6 @@ class AugmentedItems(torch.utils.data.Dataset):
         index, *draws = key
         image, *labels = self.dataset[index]
         return qdata.crop_and_flip(image, self.size, *draws), *labels
-
-
-class PlannedBatches:
-    """A batch sampler whose batches are set before each pass (`plan`), so that one DataLoader,
-    and its worker processes, serves every segment of a run (workers are not restarted at each
-    bank refresh)."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[Any]] = []
-
-    def plan(self, batches: Sequence[list[Any]]) -> None:
-        self.batches = list(batches)
-
-    def __iter__(self) -> Iterator[list[Any]]:
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
 
 
 def make_loader(

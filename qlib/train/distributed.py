@@ -55,16 +55,6 @@ class Shard(torch.utils.data.Subset):
         self.sizes = sizes
 
 
-class NullLog:
-    """The log of a rank other than 0: its rows are checked (NaN stops every rank), not written."""
-
-    def write(self, row: dict[str, Any]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 @dataclass(frozen=True)
 class World:
     """The processes one run trains on: this process alone (the default), or a torchrun launch

@@ -1,21 +1,12 @@
 """The training loop: Section 3.3's global mining and eq. 6, or a Table 1 baseline.
 
-One iteration of a quadruplet method (`random`, `method1`, `method2`):
-
-    bank = every training image embedded by the current network (eval mode, no gradient),
-           refreshed at the start of every epoch (and every `bank_refresh_iterations`)
-    anchors = B samples drawn uniformly among those that can anchor a quadruplet
-    quadruplets = (R, P+, P-, N) per anchor, selected over the whole bank by the method
-    train_step: the 4B images through the network (train mode) -> eq. 6 -> one optimizer step
-
-A baseline (`semihard`, `lifted`, `npairs`, `clustering`, `triplet_global`) trains the same
-network on class-balanced batches of 4B images (P classes x K images) with its own loss.
-
-`train(config)` returns the run folder (see `qlib.train.runs`). `train_step` is the step that
-notebook 03 shows; `fit` is the loop around it. Setting a run up lives in `setup.py`, its
-bookkeeping (logging, evaluation, checkpoints) in `state.py`. Launched by torchrun, one run
-trains on several processes: the `run.world` calls are where they differ
-(`qlib.train.distributed`); in one process they change nothing.
+A quadruplet method's iteration: the bank (every training image embedded by the current
+network, refreshed every epoch and every `bank_refresh_iterations`), B anchors drawn among
+those that can anchor a quadruplet, one quadruplet (R, P+, P-, N) each selected over the whole
+bank, then `train_step`: the 4B images through the network -> eq. 6 -> one optimizer step.
+A baseline trains on class-balanced batches of 4B images (P classes x K) with its own loss.
+Under torchrun the `run.world` calls are where the processes differ; in one process they
+change nothing.
 """
 
 from __future__ import annotations
@@ -34,14 +25,7 @@ from ..utils import resolve_device
 from . import distributed, hardware, runs
 from .batches import Plan, baseline_plan, quadruplet_plan
 from .config import TrainConfig
-from .setup import repeatable_cpu, setup
-from .state import NonFiniteLossError, Run, TrainingInterrupted
-
-__all__ = ["NonFiniteLossError", "Run", "TrainingInterrupted", "fit", "train", "train_step"]
-
-# ----------------------------------------------------------------------------------------------
-# The step and the loop
-# ----------------------------------------------------------------------------------------------
+from .setup import Run, repeatable_cpu, setup
 
 
 def train_step(
@@ -163,7 +147,7 @@ def _train(run: Run) -> None:
         unit="it",
         disable=not (config.progress and run.world.is_main),
     )
-    run.log = LogWriter(run.run_dir / "log.csv") if run.world.is_main else distributed.NullLog()
+    run.log = LogWriter(run.run_dir / "log.csv") if run.world.is_main else None
     try:
         if run.epoch == 0 and config.eval_at_start:
             run.evaluate(final=config.epochs == 0)
@@ -175,5 +159,6 @@ def _train(run: Run) -> None:
             run.save_checkpoint()
     finally:
         run.pending.clear()
-        run.log.close()
+        if run.log is not None:
+            run.log.close()
         run.progress.close()
