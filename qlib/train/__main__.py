@@ -5,9 +5,7 @@
         --root /data/stanford_cars --set batch_size=8
 
 `--set KEY=VALUE` sets any TrainConfig field (repeatable); values are read as JSON (8, 3e-4,
-true, null) except for text fields, which take the text as it is. Under torchrun, batch_size is
-B per process: N processes train on N x B quadruplets per iteration, as one process with
-batch_size N x B would (docs/spec.md, "Multi-GPU"). Prints the run folder (rank 0).
+true, null) except for text fields, which take the text as it is. Prints the run folder (rank 0).
 """
 
 from __future__ import annotations

@@ -158,51 +158,37 @@ def _check_fields(values: dict[str, Any]) -> None:
 
 
 # Batch size and epochs are not in the paper; docs/spec.md ("Training choices") gives the reasons.
+# The demo's and the smoke test's common ground: a small CNN on the synthetic set at 32 px, one
+# torch thread (the same bits whoever launches the run; the pipeline runs two at once).
+_SMALL = {"dataset": "synthetic", "cache_images": True, "backbone": "smallcnn", "image_size": 32}
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper: ResNet-101 from ImageNet weights at 224 px, SGD lr 3e-4 (eq. 6 summed), 32
-    # quadruplets per iteration, 40 epochs of ceil(valid anchors / 32) iterations.
-    "paper": {
-        "dataset": "stanford_cars",
-        "backbone": "resnet101",
-        "init": "imagenet",
-        "image_size": 224,
-        "embedding_dim": 1024,
-        "batch_size": 32,
-        "epochs": 40,
-        "eval_every": 5,
-        "num_workers": 8,
-        "run_root": "runs/paper",
-    },
-    # A small CNN on the synthetic set at 32 px, minutes on a 2-core CPU, from the warm start
-    # (init="classifier": the paper starts from pretrained weights, not from scratch), the same
-    # for every method. Adam; each method's lr comes from METHOD_SETTINGS["demo"].
+    # The paper (TrainConfig's defaults): ResNet-101 from ImageNet weights at 224 px, SGD lr 3e-4
+    # (eq. 6 summed), 32 quadruplets per iteration, 40 epochs of ceil(valid anchors / 32)
+    # iterations, evaluated every 5.
+    "paper": {"num_workers": 8},
+    # Minutes on a 2-core CPU, from the warm start (init="classifier": the paper starts from
+    # pretrained weights, not from scratch), the same for every method. Adam; each method's lr
+    # comes from METHOD_SETTINGS["demo"].
     "demo": {
-        "dataset": "synthetic",
+        **_SMALL,
         "synthetic_size": "demo",
-        "cache_images": True,
-        "backbone": "smallcnn",
         "init": "classifier",
         "classifier_epochs": 3,
-        "image_size": 32,
         "embedding_dim": 128,
         "optimizer": "adam",
         "lr": 1e-3,
         "batch_size": 16,
         "epochs": 3,
         "eval_every": 3,
-        "num_workers": 0,
-        "threads": 1,  # the same bits whoever launches the run (the pipeline runs two at once)
+        "threads": 1,
         "run_root": "runs/demo",
     },
     # Seconds: for tests and the notebooks' smoke switch.
     "smoke": {
-        "dataset": "synthetic",
+        **_SMALL,
         "synthetic_size": "smoke",
-        "cache_images": True,
-        "backbone": "smallcnn",
         "init": "scratch",
         "classifier_epochs": 1,
-        "image_size": 32,
         "embedding_dim": 16,
         "lr": 0.01,
         "batch_size": 4,
@@ -210,7 +196,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "iterations_per_epoch": 3,
         "eval_every": 1,
         "eval_batch_size": 64,
-        "num_workers": 0,
         "threads": 1,
         "run_root": "runs/smoke",
     },

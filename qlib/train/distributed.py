@@ -2,27 +2,9 @@
 
     torchrun --nproc_per_node N -m qlib.train --preset paper --method method2 --seed 0 ...
 
-`batch_size` is B per process: the run trains on a global batch of N x B quadruplets (a
-baseline: 4NB images) and equals one process with batch_size N x B (docs/spec.md, "Multi-GPU"):
-
-- The bank is global. Each rank embeds a contiguous shard of the training images (whole
-  evaluation batches, so each image meets the same batch as in one process); the shards are
-  all-gathered in rank order, so every rank holds the same whole bank and selects over it.
-- The plan is global. Every rank draws the same anchors, Random's picks and augmentation keys
-  from the run's generators (seeded alike) for the whole global batch, and loads only its slice:
-  quadruplet rows [rB, (r+1)B), a baseline's images as `torch.tensor_split` cuts them.
-- The loss is global. After the forward pass the embeddings and logits of the global batch are
-  all-gathered; every rank computes the method's loss over the whole global batch (eq. 3's means
-  and variances over all NB quadruplets, a baseline's pairs, triplets or clusters over all 4NB
-  images), the other ranks' rows as constants, so the gradient flows into its own rows only.
-  Each rank backpropagates N times that loss: DDP averages the N gradients, and
-  (1/N) sum_r N dL/de_r de_r/dtheta = dL/dtheta, the one-process gradient of the global batch.
-- BatchNorm: SyncBatchNorm on CUDA (the statistics of the global batch, as in one process);
-  per-rank statistics on the CPU, where torch's SyncBatchNorm does not run.
-- Rank 0 computes the metrics and writes the log, metrics and checkpoints (every rank embeds
-  its shard of the evaluation split); the ranks meet at a barrier at the end of every epoch.
-
-In one process (no torchrun) every method here is the identity and the loop is unchanged.
+`batch_size` is B per process; the run equals one process with batch_size N x B: a global bank,
+a global plan and the global batch's loss (docs/spec.md, "Multi-GPU", says how). In one process
+(no torchrun) every method here is the identity and the loop is unchanged.
 """
 
 from __future__ import annotations
@@ -82,17 +64,9 @@ class World:
             "sync_batchnorm": self.sync_batchnorm,
         }
 
-    # -- splitting a global batch --------------------------------------------------------------
-
     def split(self, n: int) -> list[int]:
         """Rows of each rank when n rows are cut into `size` contiguous parts (tensor_split)."""
         return [n // self.size + (r < n % self.size) for r in range(self.size)]
-
-    def rows(self, n: int) -> slice:
-        """This rank's rows of n."""
-        sizes = self.split(n)
-        start = sum(sizes[: self.rank])
-        return slice(start, start + sizes[self.rank])
 
     def image_sizes(self, batch: Tensor) -> list[int]:
         """Images of each rank for a global batch: (B, 4) quadruplets or (n,) images."""
@@ -114,8 +88,6 @@ class World:
                 )
             local.append(keys[start : start + sizes[self.rank]])
         return local
-
-    # -- collectives ---------------------------------------------------------------------------
 
     def gather(self, tensor: Tensor, sizes: list[int]) -> Tensor:
         """Every rank's rows in rank order -> (sum(sizes), ...), rank r holding sizes[r] rows.
@@ -202,8 +174,6 @@ class World:
                 "the ranks selected different quadruplets from the same bank and generators; "
                 "selection ran non-deterministically on this device: train on one process."
             )
-
-    # -- model and resume ----------------------------------------------------------------------
 
     def wrap(self, model: nn.Module, config: TrainConfig) -> nn.Module:
         """The module the training step runs: DistributedDataParallel over `model` (SyncBatchNorm

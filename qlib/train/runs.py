@@ -107,11 +107,6 @@ def _git_commit() -> str | None:
         return None
 
 
-# ----------------------------------------------------------------------------------------------
-# Checkpoints
-# ----------------------------------------------------------------------------------------------
-
-
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Atomically write a checkpoint of tensors and plain data (dicts, lists, numbers, str)."""
     buffer = io.BytesIO()
@@ -146,19 +141,18 @@ def checkpoint_path(run_dir: Path, checkpoint: str | Path = "last") -> Path:
     return path
 
 
-# ----------------------------------------------------------------------------------------------
-# Reading runs back
-# ----------------------------------------------------------------------------------------------
-
-
-def read_config(run_dir: str | Path) -> dict[str, Any]:
-    """config.json of a run folder (config, environment, data, model)."""
-    path = resolve_path(run_dir) / "config.json"
+def _run_file(run_dir: Path, name: str) -> Path:
+    path = run_dir / name
     if not path.is_file():
         raise FileNotFoundError(
             f"{str(path)!r} does not exist; expected a run folder written by qlib.train."
         )
-    return read_json(path)
+    return path
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """config.json of a run folder (config, environment, data, model)."""
+    return read_json(_run_file(resolve_path(run_dir), "config.json"))
 
 
 def load_run(
@@ -177,18 +171,12 @@ def load_run(
 
 def read_log(run_dir: str | Path) -> pd.DataFrame:
     """log.csv of a run as a DataFrame (empty cells are NaN)."""
-    path = Path(run_dir) / "log.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} does not exist; expected a training run folder.")
-    return pd.read_csv(path)
+    return pd.read_csv(_run_file(Path(run_dir), "log.csv"))
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """metrics.json of a run: a list of evaluations; the last one is final when "final" is true."""
-    path = Path(run_dir) / "metrics.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} does not exist; expected a training run folder.")
-    return read_json(path)
+    return read_json(_run_file(Path(run_dir), "metrics.json"))
 
 
 def run_is_finished(run_dir: str | Path) -> bool:

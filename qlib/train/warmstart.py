@@ -13,8 +13,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +24,7 @@ from . import hardware, runs
 from .batches import augmentation_keys
 from .config import TrainConfig
 from .data import RunData, make_loader
+from .setup import model_kwargs
 
 CLASSIFIER_SEED = 0  # one classifier per experiment, whatever the run's seed
 CLASSIFIER_LR = 1e-3
@@ -58,17 +57,6 @@ def classifier_key(config: TrainConfig, data: RunData) -> str:
     return digest.hexdigest()[:16]
 
 
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def classifier_state(config: TrainConfig, data: RunData, device: torch.device) -> dict[str, Any]:
     """The warm-start weights (an EmbeddingNet state dict): from the cache, or trained now."""
     path = (
@@ -76,7 +64,9 @@ def classifier_state(config: TrainConfig, data: RunData, device: torch.device) -
         / "warmstart"
         / f"classifier_{classifier_key(config, data)}.pt"
     )
-    with _locked(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not path.is_file():
             runs.save_checkpoint(path, {"model": train_classifier(config, data, device)})
     return runs.load_checkpoint(path)["model"]
@@ -86,14 +76,7 @@ def train_classifier(config: TrainConfig, data: RunData, device: torch.device) -
     """Softmax over the training fine classes, on shuffled batches of 4B augmented images."""
     with torch.random.fork_rng(devices=[]):  # the global stream stays the run's
         torch.manual_seed(CLASSIFIER_SEED)
-        model = qmodel.EmbeddingNet(
-            config.backbone,
-            config.embedding_dim,
-            data.n_coarse,
-            data.n_fine,
-            normalize=config.normalize,
-            freeze_bn=config.freeze_bn,
-        )
+        model = qmodel.EmbeddingNet(**model_kwargs(config, data))
     model = hardware.configure(device, model.to(device)).train()
     # Adam at a fixed rate: plain supervised pretraining, the same for every method and preset.
     params = [p for p in model.parameters() if p.requires_grad]
