@@ -1,9 +1,6 @@
 """What each iteration trains on: quadruplets mined over the bank (Section 3.3), or the
-class-balanced batches of the baselines.
-
-Every draw uses the run's own CPU generators (`anchors` for anchors and Random's picks, `data`
-for batch composition and each image's crop and flip), so a run's batches depend only on
-its seed and its state, never on what else touched torch's global RNG.
+class-balanced batches of the baselines, every draw from the run's own CPU generators (`anchors`
+for anchors and Random's picks, `data` for batch composition and each image's crop and flip).
 """
 
 from __future__ import annotations

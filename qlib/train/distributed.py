@@ -29,14 +29,6 @@ TIMEOUT_ENV = "QLIB_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 3600
 
 
-class Shard(torch.utils.data.Subset):
-    """This rank's contiguous part of a dataset; `sizes`: the parts of every rank, in rank order."""
-
-    def __init__(self, dataset: Any, indices: range, sizes: list[int]) -> None:
-        super().__init__(dataset, indices)
-        self.sizes = sizes
-
-
 @dataclass(frozen=True)
 class World:
     """The processes one run trains on: this process alone (the default), or a torchrun launch
@@ -97,10 +89,6 @@ class World:
         """
         if not self.distributed:
             return tensor
-        if tensor.shape[0] != sizes[self.rank]:
-            raise ValueError(
-                f"rank {self.rank} holds {tensor.shape[0]} rows, expected {sizes[self.rank]}."
-            )
         # Equal sizes for the collective: pad to the largest part, then cut the padding off.
         largest = max(sizes)
         padded = tensor.detach().new_zeros((largest, *tensor.shape[1:]))
@@ -144,15 +132,17 @@ class World:
         return self.gather(local, shard.sizes)
 
     def shard(self, dataset: Any, batch_size: int) -> Any:
-        """This rank's part of `dataset` for `embed`: whole batches of `batch_size`, contiguous."""
+        """This rank's part of `dataset` for `embed`: whole batches of `batch_size`, contiguous;
+        its `sizes` are the parts of every rank, in rank order."""
         if not self.distributed:
             return dataset
         n = len(dataset)
         bounds = [0]
         for n_batches in self.split(math.ceil(n / batch_size)):
             bounds.append(min(n, bounds[-1] + n_batches * batch_size))
-        sizes = [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
-        return Shard(dataset, range(bounds[self.rank], bounds[self.rank + 1]), sizes)
+        shard = torch.utils.data.Subset(dataset, range(bounds[self.rank], bounds[self.rank + 1]))
+        shard.sizes = [b - a for a, b in zip(bounds, bounds[1:], strict=False)]  # every rank's
+        return shard
 
     def barrier(self) -> None:
         if self.distributed:

@@ -1,15 +1,11 @@
 """The run folder: what a training run writes, and how it is read back safely.
 
-`<run_root>/<run name>/`:
-  config.json          the TrainConfig, the environment (device, versions, git commit), data
-                       sizes and the model's constructor arguments (JSON)
-  log.csv              one row per iteration (qlib.logs.LOG_COLUMNS)
-  metrics.json         the evaluations; the first is the untrained network (epoch 0), the last
-                       is final ("final": true)
-  checkpoints/last.pt  tensors and plain data only, written atomically after every epoch
-
-Checkpoints are read with `torch.load(weights_only=True)`: run folders are meant to be shared,
-and a crafted pickle must not run code when a run is opened.
+`<run_root>/<run name>/`: config.json (the TrainConfig, the environment, data sizes, the
+model's arguments), log.csv (one row per iteration, qlib.logs.LOG_COLUMNS), metrics.json (the
+evaluations, from the untrained network at epoch 0 to the last, "final": true) and
+checkpoints/last.pt (written atomically after every epoch). Checkpoints are read with
+`torch.load(weights_only=True)`: run folders are meant to be shared, and a crafted pickle must
+not run code when a run is opened.
 """
 
 from __future__ import annotations

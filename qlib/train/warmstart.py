@@ -1,11 +1,7 @@
-"""`init="classifier"`: a warm start without downloads, standing in for the paper's ImageNet one.
-
-The network is first trained as a fine-class classifier (cross-entropy on the fine head) on the
-training split only, for `classifier_epochs` passes over its images; the embedding is then
-learned from those weights. The classifier is trained once per experiment and cached under
-`<run_root>/warmstart/`, keyed by every setting it depends on, then reused by every method and
-seed of the experiment (so their comparison starts from the same weights). A file lock makes
-parallel runs wait for one another instead of training it twice.
+"""`init="classifier"`: a warm start without downloads, standing in for the paper's ImageNet one
+(docs/spec.md, "Warm start"). Trained once per experiment, cached under `<run_root>/warmstart/`
+keyed by every setting it depends on; a file lock makes parallel runs wait for one another
+instead of training it twice.
 """
 
 from __future__ import annotations
