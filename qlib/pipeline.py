@@ -31,6 +31,8 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,33 +41,7 @@ from . import train as qtrain
 from .train import METHODS  # every row of the paper's Table 1, in its order of training here
 from .utils import experiment_root, repo_root, resolve_path, write_json
 
-__all__ = [
-    "METHODS",
-    "MODES",
-    "REPRODUCE_DATASETS",
-    "NOTEBOOKS",
-    "NOTEBOOK_DIR",
-    "PipelineError",
-    "Step",
-    "declared_parameters",
-    "default_workers",
-    "main",
-    "plan",
-    "portable_path",
-    "run_finished",
-    "run_pipeline",
-    "train_many",
-    "training_config",
-]
-
 NOTEBOOK_DIR = repo_root() / "notebooks"
-NOTEBOOKS = (
-    "01_data_prep.ipynb",
-    "02_mining_toy.ipynb",
-    "03_train.ipynb",
-    "04_evaluate.ipynb",
-    "05_table1.ipynb",
-)
 MODES = ("demo", "figures", "smoke", "reproduce")
 # What `reproduce` trains on (the paper preset); its runs go to runs/paper, runs/paper-sop, ...
 REPRODUCE_DATASETS = ("stanford_cars", "sop", "cub200")
@@ -140,10 +116,9 @@ def training_config(parameters: dict):
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_plan(
-    mode: str, root: str | None, methods, seeds, dataset: str | None = None
-) -> tuple[tuple, tuple]:
-    """The checked (methods, seeds) of a plan; one clear error for each bad input."""
+def _settings(mode: str, root: str | None, methods, seeds, dataset: str | None):
+    """The mode's settings (for `dataset`, when given) and the checked methods and seeds; one
+    clear error for each bad input."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is unknown; expected one of {MODES}.")
     if dataset is not None and (mode != "reproduce" or dataset not in REPRODUCE_DATASETS):
@@ -158,12 +133,17 @@ def _check_plan(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; expected some of {METHODS}.")
-    seeds = tuple(seeds) if seeds else _MODE_SETTINGS[mode]["seeds"]
+    settings = _MODE_SETTINGS[mode]
+    seeds = tuple(seeds) if seeds else settings["seeds"]
     if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
         raise ValueError(f"seeds must be non-negative ints, got {seeds!r}.")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must differ, got {seeds!r}.")
-    return methods, seeds
+    if dataset not in (None, settings["dataset"]):
+        overrides = settings["overrides"] | {"dataset": dataset}
+        settings = settings | {"dataset": dataset, "run_root": f"runs/paper-{dataset}"}
+        settings |= {"overrides": overrides}
+    return settings, methods, seeds
 
 
 def _warm_start_group(parameters: dict) -> tuple:
@@ -177,9 +157,9 @@ def _warm_start_group(parameters: dict) -> tuple:
     return tuple(getattr(config, f) for f in (*CLASSIFIER_FIELDS, "image_size"))
 
 
-def _with_warm_starts(trainings: list[Step], after: tuple[str, ...] = ()) -> list[Step]:
+def _with_warm_starts(trainings: list[Step], after: tuple[str, ...] = ()) -> tuple[list, list]:
     """One warm-start step per group of `trainings` that share a classifier (per run_root),
-    then the trainings, each waiting for its group's warm start (one process trains it, not
+    and the trainings, each waiting for its group's warm start (one process trains it, not
     several at once under the cache's lock) or, without one, for `after`."""
     groups: dict[tuple, list[Step]] = {}
     for step in trainings:
@@ -194,7 +174,7 @@ def _with_warm_starts(trainings: list[Step], after: tuple[str, ...] = ()) -> lis
         warm_starts.append(Step(None, members[0].parameters, name, kind="warmstart", after=after))
         waiting |= {s.name: (name,) for s in members}
     trainings = [dataclasses.replace(s, after=waiting.get(s.name, after)) for s in trainings]
-    return warm_starts + trainings
+    return warm_starts, trainings
 
 
 def _training(preset: str, method: str, seed: int, run_root: Path, extra: dict) -> Step:
@@ -208,6 +188,24 @@ def _on_run(notebook: str, run: Step, parameters: dict) -> Step:
     """Notebook `notebook` on the run a "train" step makes, once it is trained."""
     name = f"{notebook.removesuffix('.ipynb')}_{run.run_dir.name}.ipynb"
     return Step(notebook, parameters, name, run.run_dir, after=(run.name,))
+
+
+def _on_first_runs(settings, firsts: dict, evaluate, notebook: dict, with_root: dict) -> list:
+    """Notebook 04 on the first seed's run of each method in `evaluate` (None: the mode's),
+    then notebook 03 on the showcase run (resume=True: it shows a finished run, no retraining)."""
+    steps = []
+    for method in settings["evaluate"] if evaluate is None else evaluate:
+        if method in firsts:
+            run = firsts[method]
+            parameters = {"run_name": run.run_dir.name, "seed": run.parameters["seed"]}
+            steps.append(_on_run("04_evaluate.ipynb", run, notebook | parameters))
+    if SHOWCASE in firsts:
+        run = firsts[SHOWCASE]
+        same = {k: v for k, v in settings["overrides"].items() if k in ("init", "dataset")}
+        parameters = {"preset": settings["preset"], "method": SHOWCASE}
+        parameters |= {"seed": run.parameters["seed"], "resume": True, **same, **with_root}
+        steps.append(_on_run("03_train.ipynb", run, notebook | parameters))
+    return steps
 
 
 def plan(
@@ -224,27 +222,19 @@ def plan(
     dataset: str | None = None,
 ) -> list[Step]:
     """The steps of `mode` in priority order (see the module docstring). Figures go to
-    `<run_root>/figures` (demo, smoke, reproduce) or to the repository's figures/ (`figures`
-    mode, which also reuses finished runs). `resume` (default: reproduce and figures) lets a
-    training continue an interrupted run and skips finished ones; the demo retrains.
-    `dataset` (reproduce): one of REPRODUCE_DATASETS, default stanford_cars; `coarse` "" takes
-    its default coarse labels."""
-    methods, seeds = _check_plan(mode, root, methods, seeds, dataset)
-    settings, first = _MODE_SETTINGS[mode], seeds[0]
-    if dataset not in (None, settings["dataset"]):
-        settings = settings | {"dataset": dataset, "run_root": f"runs/paper-{dataset}"}
-        settings |= {"overrides": settings["overrides"] | {"dataset": dataset}}
+    `<run_root>/figures`, or to the repository's figures/ in `figures` mode. `resume` (default:
+    reproduce and figures) continues interrupted runs and skips finished ones; the demo
+    retrains. `dataset`: reproduce's, default stanford_cars; `coarse` "": its coarse labels."""
+    settings, methods, seeds = _settings(mode, root, methods, seeds, dataset)
+    first, smoke = seeds[0], settings["smoke"]
     run_root = resolve_path(run_root if run_root is not None else settings["run_root"])
-    if settings["smoke"]:  # where notebooks 03/04 put smoke runs: every notebook must agree
+    if smoke:  # where notebooks 03/04 put smoke runs: every notebook must agree
         run_root = experiment_root(run_root, smoke=True)
     if figures_dir is None:
         figures_dir = repo_root() / "figures" if mode == "figures" else run_root / "figures"
     resume = mode in ("reproduce", "figures") if resume is None else bool(resume)
-    runs_at = portable_path(run_root)
-    notebook = {"run_root": runs_at, "smoke": settings["smoke"]}
-    notebook["figures_dir"] = portable_path(figures_dir)
-    with_root = {"root": root} if root else {}
-
+    runs_at, with_root = portable_path(run_root), {"root": root} if root else {}
+    notebook = {"run_root": runs_at, "smoke": smoke, "figures_dir": portable_path(figures_dir)}
     data_parameters = {"dataset": settings["dataset"], "root": root or "", "coarse": coarse}
     data_parameters |= {"size": settings["size"], "seed": first}
     data = Step("01_data_prep.ipynb", notebook | data_parameters, "01_data_prep.ipynb")
@@ -253,31 +243,14 @@ def plan(
     trainings = [
         _training(settings["preset"], m, s, run_root, extra) for s in seeds for m in methods
     ]
-    steps = _with_warm_starts(trainings, after=(data.name,))
-    warm_starts = [s for s in steps if s.kind == "warmstart"]
-    run = {(s.parameters["method"], s.parameters["seed"]): s for s in steps if s.kind == "train"}
-    evaluations = [
-        _on_run("04_evaluate.ipynb", run[(m, first)],
-                notebook | {"run_name": f"{m}_seed{first}", "seed": first})
-        for m in (settings["evaluate"] if evaluate is None else evaluate)
-        if m in methods
-    ]  # fmt: skip
-    showcase = []
-    if SHOWCASE in methods:  # notebook 03 shows a finished run: resume=True, no retraining
-        same = {k: v for k, v in settings["overrides"].items() if k in ("init", "dataset")}
-        parameters = {"preset": settings["preset"], "method": SHOWCASE, "seed": first}
-        parameters |= {"resume": True, **same, **with_root}
-        showcase.append(_on_run("03_train.ipynb", run[(SHOWCASE, first)], notebook | parameters))
-    table = Step(
-        "05_table1.ipynb",
-        dict(notebook),
-        "05_table1.ipynb",
-        after=tuple(t.name for t in run.values()),
-    )
+    warm_starts, trainings = _with_warm_starts(trainings, after=(data.name,))
+    n = len(methods)
+    firsts = dict(zip(methods, trainings[:n], strict=True))  # each method's run of seed `first`
+    on_runs = _on_first_runs(settings, firsts, evaluate, notebook, with_root)
+    names = tuple(t.name for t in trainings)
+    table = Step("05_table1.ipynb", dict(notebook), "05_table1.ipynb", after=names)
     # Priority order: the first seed's runs early, so that notebooks 03/04 overlap training.
-    firsts = [run[(m, first)] for m in methods]
-    rest = [t for (m, s), t in run.items() if s != first]
-    return [data, *warm_starts, toy, *firsts, *evaluations, *showcase, *rest, table]
+    return [data, *warm_starts, toy, *trainings[:n], *on_runs, *trainings[n:], table]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,9 +259,8 @@ def plan(
 
 
 def run_finished(run_dir: str | Path) -> bool:
-    """Whether a training run is complete: its metrics.json holds the final evaluation (train's
-    own test, `qlib.train.run_is_finished`)."""
-    return bool(qtrain.run_is_finished(Path(run_dir)))
+    """Whether a training run holds its final evaluation (what resume skips)."""
+    return qtrain.run_is_finished(run_dir)
 
 
 def declared_parameters(notebook: str | Path) -> list[str]:
@@ -312,14 +284,11 @@ def declared_parameters(notebook: str | Path) -> list[str]:
     return names
 
 
-class _QuietParameterWarnings:
-    """Drops papermill's own parameter-cell warnings ("Unable to parse line", "Passed unknown
-    parameter"): its regex parser misreads comments holding quotes, and `declared_parameters`
-    already checks every parameter with `ast`."""
-
-    def filter(self, record) -> bool:
-        message = record.getMessage()
-        return not message.startswith(("Unable to parse line", "Passed unknown parameter"))
+def _quiet_parameter_warnings(record) -> bool:
+    """Drops papermill's parameter-cell warnings: its regex parser misreads comments holding
+    quotes, and `declared_parameters` already checks every parameter with `ast`."""
+    message = record.getMessage()
+    return not message.startswith(("Unable to parse line", "Passed unknown parameter"))
 
 
 def _headless_widgets() -> None:
@@ -339,8 +308,7 @@ def _headless_widgets() -> None:
     shim.mkdir()
     message = "ipywidgets is off in pipeline kernels (headless runs draw no widgets)"
     (shim / "__init__.py").write_text(f"raise ImportError({message!r})\n")
-    path = os.environ.get("PYTHONPATH", "")
-    os.environ["PYTHONPATH"] = os.pathsep.join([folder, *([path] if path else [])])
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [folder, os.getenv("PYTHONPATH")]))
     os.environ["QLIB_HEADLESS_WIDGETS"] = folder
 
 
@@ -359,9 +327,7 @@ def _use_this_interpreter() -> None:
     if os.environ.get("MPLBACKEND", "").lower() == "agg":
         os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     for name in ("papermill", "papermill.translators"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _QuietParameterWarnings) for f in logger.filters):
-            logger.addFilter(_QuietParameterWarnings())
+        logging.getLogger(name).addFilter(_quiet_parameter_warnings)  # added once
 
 
 def _execute(step: Step, output: Path, options: dict) -> None:
@@ -411,28 +377,12 @@ def _execute(step: Step, output: Path, options: dict) -> None:
         ) from err
 
 
-def _with_threads(threads: int | None, work: Callable[[], Any]) -> Any:
-    """Run `work` with `threads` torch intra-op threads (None: leave torch's setting), then
-    restore the previous count. Float sums may be split differently with another count, so a
-    training's thread count is fixed (and recorded in its config.json)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        return work()
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _train(parameters: dict) -> None:
     qtrain.train(training_config(parameters))
 
 
 def _warm_start(parameters: dict) -> None:
     """Train (or find cached) the classifier warm start exactly as `train` would."""
-    from . import train as qtrain
     from .train.setup import repeatable_cpu
     from .train.warmstart import classifier_state
     from .utils import resolve_device
@@ -444,18 +394,25 @@ def _warm_start(parameters: dict) -> None:
 
 
 def _run_step(step: Step, options: dict) -> float:
-    """Execute one step (in this process); returns its wall time in seconds."""
+    """Execute one step (in this process); returns its wall time in seconds. A training runs on
+    `threads` torch threads (None: torch's own): another count may split float sums otherwise."""
     tic = time.perf_counter()
     if step.kind == "notebook":
         _execute(step, Path(options["executed_dir"]) / step.name, options)
     elif step.kind in ("train", "warmstart"):
-        work = _train if step.kind == "train" else _warm_start
+        import torch
+
+        previous = torch.get_num_threads()
+        if options["threads"]:
+            torch.set_num_threads(options["threads"])
         try:
-            _with_threads(options["threads"], lambda: work(step.parameters))
+            (_train if step.kind == "train" else _warm_start)(step.parameters)
         except Exception as err:
             raise PipelineError(
                 f"Step {step.name!r} failed: {type(err).__name__}: {str(err).rstrip('.')}."
             ) from err
+        finally:
+            torch.set_num_threads(previous)
     else:
         raise PipelineError(f"Step {step.name!r} has an unknown kind {step.kind!r}.")
     return time.perf_counter() - tic
@@ -522,35 +479,29 @@ class _Schedule:
             self.pending.remove(skippable[0])
             self.finish(skippable[0], 0.0, "skipped")
 
-    def stuck(self) -> PipelineError:
-        return PipelineError(
-            f"steps {[s.name for s in self.pending]} wait for steps that never ran."
-        )
+
+class _InProcess:
+    """The pool of `workers=1`: runs each step in this process as it is submitted."""
+
+    def submit(self, work: Callable, *args) -> Future:
+        future = Future()
+        future.set_result(work(*args))
+        return future
 
 
-def _run_serial(schedule: _Schedule, options: dict) -> None:
-    while True:
-        schedule.skip_finished_runs()
-        if not schedule.pending:
-            return
-        if not schedule.ready():
-            raise schedule.stuck()
-        step = schedule.take(schedule.ready()[0])
-        schedule.finish(step, _run_step(step, options), "ran")
-
-
-def _run_parallel(schedule: _Schedule, options: dict, workers: int) -> None:
-    """`_run_serial` on a pool of `workers` spawned processes (no fork of a threaded torch
-    process). One notebook at a time: kernels started in parallel processes can race for the
-    same ports and hang (papermill issues 239, 511)."""
+def _run_steps(schedule: _Schedule, options: dict, workers: int) -> None:
+    """Run the ready steps, earliest first, on a pool of `workers` spawned processes (no fork
+    of a threaded torch process; 1: in this process). One notebook at a time: kernels started
+    in parallel processes can race for the same ports and hang (papermill issues 239, 511)."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    context = multiprocessing.get_context("spawn")
-    running: dict = {}
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_use_this_interpreter
-    ) as pool:
+    pool = nullcontext(_InProcess())
+    if workers > 1:
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_use_this_interpreter)
+    running: dict[Future, Step] = {}
+    with pool as pool:
         try:
             while schedule.pending or running:
                 schedule.skip_finished_runs()
@@ -564,7 +515,8 @@ def _run_parallel(schedule: _Schedule, options: dict, workers: int) -> None:
                     running[pool.submit(_run_step, schedule.take(step), options)] = step
                 if not running:
                     if schedule.pending:
-                        raise schedule.stuck()
+                        names = [s.name for s in schedule.pending]
+                        raise PipelineError(f"steps {names} wait for steps that never ran.")
                     return
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
@@ -639,10 +591,7 @@ def run_pipeline(
     }
     schedule = _Schedule(steps, resume, echo)
     start, load_start = time.perf_counter(), _load()
-    if workers == 1:
-        _run_serial(schedule, options)
-    else:
-        _run_parallel(schedule, options, workers)
+    _run_steps(schedule, options, workers)
     _report(schedule, steps, time.perf_counter() - start, load_start, workers, threads)
     return schedule.records
 
@@ -666,8 +615,9 @@ def train_many(
         run_dir = resolve_path(config.run_root) / config.name
         name = f"train {run_dir.parent.name}/{run_dir.name}"
         trainings.append(Step(None, params, name, run_dir, kind="train"))
+    warm_starts, trainings = _with_warm_starts(trainings)
     return run_pipeline(
-        _with_warm_starts(trainings),
+        warm_starts + trainings,
         executed_dir=NOTEBOOK_DIR / "executed" / "train_many",
         workers=workers or default_workers(),
         threads=threads,
