@@ -19,8 +19,8 @@ A mode's plan (`plan(...)`, a pure function) is a list of steps:
 `run_pipeline(steps, ...)` runs them on `workers` processes side by side, each step as soon as
 the steps it needs are done (notebooks one at a time, beside trainings), and stops at the
 first failure with a `PipelineError` naming the step (and for a notebook the cell). Every
-training process uses `threads` torch threads (1 by default, recorded in each run's
-config.json), so a run's numbers do not depend on how many runs share the machine.
+training uses one torch thread (recorded in its config.json), so a run's numbers do not depend
+on how many runs share the machine.
 """
 
 from __future__ import annotations
@@ -353,15 +353,12 @@ def _execute(step: Step, output: Path, options: dict) -> None:
             str(output),
             parameters=step.parameters,
             kernel_name="python3",
-            log_output=options["log_output"],
-            progress_bar=options["progress_bar"],
-            start_timeout=options["start_timeout"],
-            execution_timeout=options["cell_timeout"],
             cwd=str(notebook_dir),
             # The kernel's own log is not the notebook's output: ipykernel 7 warns at every
             # start that its local TCP sockets are unencrypted, and may log an ERROR for the
             # interrupt at shutdown. A failing cell still fails the step with its traceback.
             extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+            **options["papermill"],
         )
     except pm.PapermillExecutionError as err:
         first_line = (str(err.evalue).strip().splitlines() or [""])[0].rstrip(".")
@@ -395,7 +392,7 @@ def _warm_start(parameters: dict) -> None:
 
 def _run_step(step: Step, options: dict) -> float:
     """Execute one step (in this process); returns its wall time in seconds. A training runs on
-    `threads` torch threads (None: torch's own): another count may split float sums otherwise."""
+    one torch thread, whatever the launcher's: another count may split float sums otherwise."""
     tic = time.perf_counter()
     if step.kind == "notebook":
         _execute(step, Path(options["executed_dir"]) / step.name, options)
@@ -403,8 +400,7 @@ def _run_step(step: Step, options: dict) -> float:
         import torch
 
         previous = torch.get_num_threads()
-        if options["threads"]:
-            torch.set_num_threads(options["threads"])
+        torch.set_num_threads(1)
         try:
             (_train if step.kind == "train" else _warm_start)(step.parameters)
         except Exception as err:
@@ -527,7 +523,7 @@ def _run_steps(schedule: _Schedule, options: dict, workers: int) -> None:
             raise
 
 
-def _report(schedule: _Schedule, steps, seconds: float, load_start, workers, threads) -> None:
+def _report(schedule: _Schedule, steps, seconds: float, load_start, workers: int) -> None:
     """Echo the time of each step and write them to `<run_root>/pipeline_timings.json`."""
     echo = schedule.echo
     echo("\nElapsed per step (wall time, steps overlap when workers > 1):")
@@ -535,12 +531,12 @@ def _report(schedule: _Schedule, steps, seconds: float, load_start, workers, thr
         echo(f"  {record['name'].removesuffix('.ipynb'):<40} {record['seconds']:8.1f} s  "
              f"{record['status']}")  # fmt: skip
     echo(f"Total: {seconds:.1f} s ({seconds / 60:.1f} min) for {len(steps)} steps on {workers} "
-         f"worker(s), {threads or 'default'} torch thread(s) per training")  # fmt: skip
+         f"worker(s), 1 torch thread(s) per training")  # fmt: skip
     summary = {
         "steps": schedule.records,
         "total_seconds": seconds,
         "workers": workers,
-        "torch_threads_per_training": threads,
+        "torch_threads_per_training": 1,
         "cpu_count": os.cpu_count(),
         "load_average_start": load_start,
         "load_average_end": _load(),
@@ -555,21 +551,17 @@ def run_pipeline(
     *,
     resume: bool = False,
     workers: int = 1,
-    threads: int | None = 1,
     log_output: bool = False,
     progress_bar: bool = True,
-    start_timeout: int = 120,
     cell_timeout: int | None = None,
     echo: Callable[[str], None] = print,
 ) -> list[dict]:
     """Execute `steps`, each once the steps named in its `after` are done, on `workers`
-    processes (1: in this process), earlier steps first; executed notebooks go to
-    `executed_dir`. A training whose parameters say `resume` (or every training, with
-    `resume=True`) is skipped when its run is finished. Returns one record per step (`name`,
-    `kind`, `seconds`, `status`) in completion order; raises `PipelineError` at the first
-    failure (steps already running finish first); a notebook cell running longer than
-    `cell_timeout` seconds is a failure. Timings, load and layout are also written to
-    `<run_root>/pipeline_timings.json`."""
+    processes, earlier steps first; executed notebooks go to `executed_dir`. A training whose
+    parameters say `resume` (or every training, with `resume=True`) is skipped when its run is
+    finished. Returns one record per step in completion order (also written to
+    `<run_root>/pipeline_timings.json`); raises `PipelineError` at the first failure (steps
+    already running finish first), a cell running over `cell_timeout` seconds included."""
     from . import checks
 
     checks.integer("workers", workers, 1)
@@ -580,19 +572,14 @@ def run_pipeline(
     if unknown:
         raise ValueError(f"steps wait for unknown steps {unknown}.")
     _use_this_interpreter()
-    options = {
-        "executed_dir": str(executed_dir),
-        "notebook_dir": str(NOTEBOOK_DIR),
-        "threads": threads,
-        "log_output": log_output,
-        "progress_bar": progress_bar and workers == 1,
-        "start_timeout": start_timeout,
-        "cell_timeout": cell_timeout,
-    }
+    papermill = {"log_output": log_output, "progress_bar": progress_bar and workers == 1}
+    papermill |= {"start_timeout": 120, "execution_timeout": cell_timeout}
+    options = {"executed_dir": str(executed_dir), "notebook_dir": str(NOTEBOOK_DIR)}
+    options["papermill"] = papermill
     schedule = _Schedule(steps, resume, echo)
     start, load_start = time.perf_counter(), _load()
     _run_steps(schedule, options, workers)
-    _report(schedule, steps, time.perf_counter() - start, load_start, workers, threads)
+    _report(schedule, steps, time.perf_counter() - start, load_start, workers)
     return schedule.records
 
 
@@ -600,7 +587,6 @@ def train_many(
     parameters: Sequence[dict],
     *,
     workers: int | None = None,
-    threads: int | None = 1,
     resume: bool = True,
     echo: Callable[[str], None] = print,
 ) -> list[dict]:
@@ -620,7 +606,6 @@ def train_many(
         warm_starts + trainings,
         executed_dir=NOTEBOOK_DIR / "executed" / "train_many",
         workers=workers or default_workers(),
-        threads=threads,
         echo=echo,
     )
 
