@@ -190,11 +190,11 @@ def _on_run(notebook: str, run: Step, parameters: dict) -> Step:
     return Step(notebook, parameters, name, run.run_dir, after=(run.name,))
 
 
-def _on_first_runs(settings, firsts: dict, evaluate, notebook: dict, with_root: dict) -> list:
-    """Notebook 04 on the first seed's run of each method in `evaluate` (None: the mode's),
-    then notebook 03 on the showcase run (resume=True: it shows a finished run, no retraining)."""
+def _on_first_runs(settings, firsts: dict, notebook: dict, with_root: dict) -> list:
+    """Notebook 04 on the first seed's run of each method the mode evaluates, then notebook 03
+    on the showcase run (resume=True: it shows a finished run, no retraining)."""
     steps = []
-    for method in settings["evaluate"] if evaluate is None else evaluate:
+    for method in settings["evaluate"]:
         if method in firsts:
             run = firsts[method]
             parameters = {"run_name": run.run_dir.name, "seed": run.parameters["seed"]}
@@ -215,10 +215,8 @@ def plan(
     root: str | None = None,
     seeds: Sequence[int] | None = None,
     methods: Sequence[str] | None = None,
-    evaluate: Sequence[str] | None = None,
     coarse: str = "",
     resume: bool | None = None,
-    figures_dir: str | Path | None = None,
     dataset: str | None = None,
 ) -> list[Step]:
     """The steps of `mode` in priority order (see the module docstring). Figures go to
@@ -230,8 +228,7 @@ def plan(
     run_root = resolve_path(run_root if run_root is not None else settings["run_root"])
     if smoke:  # where notebooks 03/04 put smoke runs: every notebook must agree
         run_root = experiment_root(run_root, smoke=True)
-    if figures_dir is None:
-        figures_dir = repo_root() / "figures" if mode == "figures" else run_root / "figures"
+    figures_dir = repo_root() / "figures" if mode == "figures" else run_root / "figures"
     resume = mode in ("reproduce", "figures") if resume is None else bool(resume)
     runs_at, with_root = portable_path(run_root), {"root": root} if root else {}
     notebook = {"run_root": runs_at, "smoke": smoke, "figures_dir": portable_path(figures_dir)}
@@ -246,7 +243,7 @@ def plan(
     warm_starts, trainings = _with_warm_starts(trainings, after=(data.name,))
     n = len(methods)
     firsts = dict(zip(methods, trainings[:n], strict=True))  # each method's run of seed `first`
-    on_runs = _on_first_runs(settings, firsts, evaluate, notebook, with_root)
+    on_runs = _on_first_runs(settings, firsts, notebook, with_root)
     names = tuple(t.name for t in trainings)
     table = Step("05_table1.ipynb", dict(notebook), "05_table1.ipynb", after=names)
     # Priority order: the first seed's runs early, so that notebooks 03/04 overlap training.
@@ -551,7 +548,6 @@ def run_pipeline(
     *,
     resume: bool = False,
     workers: int = 1,
-    log_output: bool = False,
     progress_bar: bool = True,
     cell_timeout: int | None = None,
     echo: Callable[[str], None] = print,
@@ -572,7 +568,7 @@ def run_pipeline(
     if unknown:
         raise ValueError(f"steps wait for unknown steps {unknown}.")
     _use_this_interpreter()
-    papermill = {"log_output": log_output, "progress_bar": progress_bar and workers == 1}
+    papermill = {"log_output": False, "progress_bar": progress_bar and workers == 1}
     papermill |= {"start_timeout": 120, "execution_timeout": cell_timeout}
     options = {"executed_dir": str(executed_dir), "notebook_dir": str(NOTEBOOK_DIR)}
     options["papermill"] = papermill
@@ -620,13 +616,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-root", help="experiment folder (default runs/<demo|smoke|paper>)")
     parser.add_argument("--seeds", type=int, nargs="+", help="training seeds")
     parser.add_argument("--methods", nargs="+", choices=METHODS, help="methods to train")
-    parser.add_argument("--evaluate", nargs="*", help="methods notebook 04 evaluates")
     parser.add_argument("--dataset", choices=REPRODUCE_DATASETS, help="reproduce: the dataset")
     parser.add_argument("--coarse", default="", help="coarse labels (default: the dataset's)")
-    parser.add_argument("--figures-dir", help="where figures go (default <run_root>/figures)")
-    parser.add_argument("--executed-dir", help="where executed notebooks go")
     parser.add_argument("--workers", type=int, help="processes side by side (default: cores)")
-    parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
     parser.add_argument("--no-resume", action="store_true", help="retrain finished runs")
     return parser
 
@@ -640,17 +632,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             root=args.root,
             seeds=args.seeds,
             methods=args.methods,
-            evaluate=args.evaluate,
             coarse=args.coarse,
             dataset=args.dataset,
             resume=False if args.no_resume else None,
-            figures_dir=args.figures_dir,
         )
         run_pipeline(
             steps,
-            args.executed_dir or NOTEBOOK_DIR / "executed" / args.mode,
+            NOTEBOOK_DIR / "executed" / args.mode,
             workers=args.workers or default_workers(),
-            log_output=args.log_output,
             # A hung kernel fails instead of waiting forever; on Stanford Cars notebooks 01 and
             # 04 take minutes.
             cell_timeout=3600 if args.mode == "reproduce" else 600,
