@@ -428,49 +428,10 @@ def _load() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
-class _Schedule:
-    """The steps still to run, those done, and one record per finished step."""
-
-    def __init__(self, steps: Sequence[Step], resume: bool, echo: Callable[[str], None]):
-        self.pending, self.resume, self.echo = list(steps), resume, echo
-        self.done: set[str] = set()
-        self.records: list[dict] = []
-        self.label = {
-            s.name: f"[{i}/{len(steps)}] {s.name.removesuffix('.ipynb')}"
-            for i, s in enumerate(steps, 1)
-        }
-
-    def ready(self) -> list[Step]:
-        """The pending steps whose `after` steps are all done, in priority order."""
-        return [s for s in self.pending if set(s.after) <= self.done]
-
-    def take(self, step: Step) -> Step:
-        self.pending.remove(step)
-        self.echo(f"{self.label[step.name]} ...")
-        return step
-
-    def finish(self, step: Step, seconds: float, status: str) -> None:
-        self.done.add(step.name)
-        self.records.append({"name": step.name, "kind": step.kind, "notebook": step.notebook,
-                             "seconds": seconds, "status": status})  # fmt: skip
-        said = "skipped, finished before" if status == "skipped" else f"{seconds:.1f} s"
-        self.echo(f"{self.label[step.name]}: {said}")
-
-    def skip_finished_runs(self) -> None:
-        """Skip every ready training that may resume (its parameters or `resume` say so) and
-        whose run is finished; a skip can make more steps ready."""
-        while True:
-            skippable = [
-                s
-                for s in self.ready()
-                if s.kind == "train"
-                and (self.resume or s.parameters.get("resume"))
-                and run_finished(s.run_dir)
-            ]
-            if not skippable:
-                return
-            self.pending.remove(skippable[0])
-            self.finish(skippable[0], 0.0, "skipped")
+def _resumable(step: Step, resume: bool) -> bool:
+    """A training that may resume (its parameters or `resume` say so) whose run is finished."""
+    may_resume = resume or step.parameters.get("resume")
+    return step.kind == "train" and bool(may_resume) and run_finished(step.run_dir)
 
 
 class _InProcess:
@@ -482,10 +443,23 @@ class _InProcess:
         return future
 
 
-def _run_steps(schedule: _Schedule, options: dict, workers: int) -> None:
-    """Run the ready steps, earliest first, on a pool of `workers` spawned processes (no fork
-    of a threaded torch process; 1: in this process). One notebook at a time: kernels started
-    in parallel processes can race for the same ports and hang (papermill issues 239, 511)."""
+def _to_start(ready: list[Step], running: list[Step], workers: int) -> list[Step]:
+    """The ready steps to start beside `running`: `workers` steps at most, one notebook at a
+    time (kernels started in parallel processes can race for ports and hang: papermill issues
+    239, 511)."""
+    start = []
+    for step in ready:
+        if len(running) + len(start) >= workers:
+            break
+        if step.kind != "notebook" or all(s.kind != "notebook" for s in running + start):
+            start.append(step)
+    return start
+
+
+def _run_steps(steps: Sequence[Step], options: dict, workers: int, resume: bool, echo) -> list:
+    """Run `steps` on a pool of `workers` spawned processes (no fork of a threaded torch
+    process; 1: in this process), each once its `after` steps are done, earliest first, finished
+    runs skipped (`_resumable`); returns one record per step."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -493,44 +467,55 @@ def _run_steps(schedule: _Schedule, options: dict, workers: int) -> None:
     if workers > 1:
         context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_use_this_interpreter)
-    running: dict[Future, Step] = {}
+    label = {
+        s.name: f"[{i}/{len(steps)}] {s.name.removesuffix('.ipynb')}"
+        for i, s in enumerate(steps, 1)
+    }
+    pending, done, records, running = list(steps), set(), [], {}
+
+    def finish(step: Step, seconds: float, status: str) -> None:
+        done.add(step.name)
+        records.append({"name": step.name, "kind": step.kind, "notebook": step.notebook,
+                        "seconds": seconds, "status": status})  # fmt: skip
+        said = "skipped, finished before" if status == "skipped" else f"{seconds:.1f} s"
+        echo(f"{label[step.name]}: {said}")
+
     with pool as pool:
         try:
-            while schedule.pending or running:
-                schedule.skip_finished_runs()
-                for step in schedule.ready():
-                    if len(running) >= workers:
-                        break
-                    if step.kind == "notebook" and any(
-                        s.kind == "notebook" for s in running.values()
-                    ):
-                        continue
-                    running[pool.submit(_run_step, schedule.take(step), options)] = step
+            while pending or running:
+                ready = [s for s in pending if set(s.after) <= done]
+                skipped = next((s for s in ready if _resumable(s, resume)), None)
+                if skipped:  # which can make more steps ready
+                    pending.remove(skipped)
+                    finish(skipped, 0.0, "skipped")
+                    continue
+                for step in _to_start(ready, list(running.values()), workers):
+                    pending.remove(step)
+                    echo(f"{label[step.name]} ...")
+                    running[pool.submit(_run_step, step, options)] = step
                 if not running:
-                    if schedule.pending:
-                        names = [s.name for s in schedule.pending]
-                        raise PipelineError(f"steps {names} wait for steps that never ran.")
-                    return
+                    names = [s.name for s in pending]
+                    raise PipelineError(f"steps {names} wait for steps that never ran.")
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    schedule.finish(running.pop(future), future.result(), "ran")
+                    finish(running.pop(future), future.result(), "ran")
         except BaseException:
             for future in running:
                 future.cancel()
             raise
+    return records
 
 
-def _report(schedule: _Schedule, steps, seconds: float, load_start, workers: int) -> None:
+def _report(records: list, steps, seconds: float, load_start, workers: int, echo) -> None:
     """Echo the time of each step and write them to `<run_root>/pipeline_timings.json`."""
-    echo = schedule.echo
     echo("\nElapsed per step (wall time, steps overlap when workers > 1):")
-    for record in schedule.records:
+    for record in records:
         echo(f"  {record['name'].removesuffix('.ipynb'):<40} {record['seconds']:8.1f} s  "
              f"{record['status']}")  # fmt: skip
     echo(f"Total: {seconds:.1f} s ({seconds / 60:.1f} min) for {len(steps)} steps on {workers} "
          f"worker(s), 1 torch thread(s) per training")  # fmt: skip
     summary = {
-        "steps": schedule.records,
+        "steps": records,
         "total_seconds": seconds,
         "workers": workers,
         "torch_threads_per_training": 1,
@@ -572,11 +557,10 @@ def run_pipeline(
     papermill |= {"start_timeout": 120, "execution_timeout": cell_timeout}
     options = {"executed_dir": str(executed_dir), "notebook_dir": str(NOTEBOOK_DIR)}
     options["papermill"] = papermill
-    schedule = _Schedule(steps, resume, echo)
     start, load_start = time.perf_counter(), _load()
-    _run_steps(schedule, options, workers)
-    _report(schedule, steps, time.perf_counter() - start, load_start, workers)
-    return schedule.records
+    records = _run_steps(steps, options, workers, resume, echo)
+    _report(records, steps, time.perf_counter() - start, load_start, workers, echo)
+    return records
 
 
 def train_many(
