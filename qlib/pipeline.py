@@ -371,10 +371,6 @@ def _execute(step: Step, output: Path, options: dict) -> None:
         ) from err
 
 
-def _train(parameters: dict) -> None:
-    qtrain.train(training_config(parameters))
-
-
 def _warm_start(parameters: dict) -> None:
     """Train (or find cached) the classifier warm start exactly as `train` would."""
     from .train.setup import repeatable_cpu
@@ -399,7 +395,10 @@ def _run_step(step: Step, options: dict) -> float:
         previous = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            (_train if step.kind == "train" else _warm_start)(step.parameters)
+            if step.kind == "train":
+                qtrain.train(training_config(step.parameters))
+            else:
+                _warm_start(step.parameters)
         except Exception as err:
             raise PipelineError(
                 f"Step {step.name!r} failed: {type(err).__name__}: {str(err).rstrip('.')}."
