@@ -288,33 +288,17 @@ def _quiet_parameter_warnings(record) -> bool:
     return not message.startswith(("Unable to parse line", "Passed unknown parameter"))
 
 
-def _headless_widgets() -> None:
-    """Make `import ipywidgets` fail in the kernels this process starts, as in an install
-    without the `lab` extra: executing an `ipywidgets.interact` cell headless can hang nbclient
-    forever at random (papermill issue 723, nbclient issue 312; seen here in notebook 02). The
-    notebooks already handle a missing ipywidgets; tqdm falls back to text bars."""
+def _use_this_interpreter() -> None:
+    """Make the "python3" kernel the interpreter running this process (the venv), let the
+    executed notebooks keep their inline figures, and make `import ipywidgets` fail in the
+    kernels, as in an install without the `lab` extra: executing an `ipywidgets.interact` cell
+    headless can hang nbclient forever at random (papermill issue 723, nbclient issue 312; seen
+    here in notebook 02). The notebooks handle a missing ipywidgets; tqdm falls back to text."""
     import atexit
+    import logging
     import shutil
     import tempfile
 
-    if os.environ.get("QLIB_HEADLESS_WIDGETS"):
-        return
-    folder = tempfile.mkdtemp(prefix="qlib-headless-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    shim = Path(folder) / "ipywidgets"
-    shim.mkdir()
-    message = "ipywidgets is off in pipeline kernels (headless runs draw no widgets)"
-    (shim / "__init__.py").write_text(f"raise ImportError({message!r})\n")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [folder, os.getenv("PYTHONPATH")]))
-    os.environ["QLIB_HEADLESS_WIDGETS"] = folder
-
-
-def _use_this_interpreter() -> None:
-    """Make the "python3" kernel the interpreter running this process (the venv), headless
-    (`_headless_widgets`), and let the executed notebooks keep their inline figures."""
-    import logging
-
-    _headless_widgets()
     bin_dir = os.path.dirname(sys.executable)
     path = os.environ.get("PATH", "")
     if path.split(os.pathsep)[0] != bin_dir:
@@ -325,6 +309,15 @@ def _use_this_interpreter() -> None:
         os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     for name in ("papermill", "papermill.translators"):
         logging.getLogger(name).addFilter(_quiet_parameter_warnings)  # added once
+    if not os.environ.get("QLIB_HEADLESS_WIDGETS"):
+        folder = tempfile.mkdtemp(prefix="qlib-headless-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        shim = Path(folder) / "ipywidgets"
+        shim.mkdir()
+        message = "ipywidgets is off in pipeline kernels (headless runs draw no widgets)"
+        (shim / "__init__.py").write_text(f"raise ImportError({message!r})\n")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [folder, os.getenv("PYTHONPATH")]))
+        os.environ["QLIB_HEADLESS_WIDGETS"] = folder
 
 
 def _execute(step: Step, output: Path, options: dict) -> None:
@@ -589,7 +582,7 @@ def train_many(
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m qlib.pipeline",
         description="Data (01), training runs, notebooks 02-04 and Table 1 (05).",
@@ -602,30 +595,23 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", choices=REPRODUCE_DATASETS, help="reproduce: the dataset")
     parser.add_argument("--coarse", default="", help="coarse labels (default: the dataset's)")
     parser.add_argument("--workers", type=int, help="processes side by side (default: cores)")
-    parser.add_argument("--no-resume", action="store_true", help="retrain finished runs")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_const",
+        const=False,
+        help="retrain finished runs",
+    )
+    args = vars(parser.parse_args(argv))  # plan's arguments, and workers
+    workers, mode = args.pop("workers") or default_workers(), args["mode"]
     try:
-        steps = plan(
-            args.mode,
-            args.run_root,
-            root=args.root,
-            seeds=args.seeds,
-            methods=args.methods,
-            coarse=args.coarse,
-            dataset=args.dataset,
-            resume=False if args.no_resume else None,
-        )
         run_pipeline(
-            steps,
-            NOTEBOOK_DIR / "executed" / args.mode,
-            workers=args.workers or default_workers(),
+            plan(**args),
+            NOTEBOOK_DIR / "executed" / mode,
+            workers=workers,
             # A hung kernel fails instead of waiting forever; on Stanford Cars notebooks 01 and
             # 04 take minutes.
-            cell_timeout=3600 if args.mode == "reproduce" else 600,
+            cell_timeout=3600 if mode == "reproduce" else 600,
         )
     except (PipelineError, ValueError) as err:
         print(f"\nPipeline stopped: {err}", file=sys.stderr)

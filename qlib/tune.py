@@ -209,7 +209,9 @@ def tune(
     return report
 
 
-def _parser() -> argparse.ArgumentParser:
+def main(argv: Sequence[str] | None = None) -> int:
+    from . import pipeline
+
     parser = argparse.ArgumentParser(
         prog="python -m qlib.tune",
         description="Choose each method's learning rate on validation classes.",
@@ -223,27 +225,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, help="default: the preset's budget")
     parser.add_argument("--run-root", help="default runs/tune/<preset>")
     parser.add_argument("--workers", type=int, help="processes side by side")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from . import pipeline
-
-    args = _parser().parse_args(argv)
-    overrides = {k: v for k, v in (("dataset", args.dataset), ("root", args.root)) if v}
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
+    args = vars(parser.parse_args(argv))  # tune's arguments, and the training overrides
+    overrides = {k: v for k in ("dataset", "root") if (v := args.pop(k))}
+    if (epochs := args.pop("epochs")) is not None:
+        overrides["epochs"] = epochs
+    command = "python -m qlib.tune " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
-        report = tune(
-            args.preset,
-            methods=args.methods,
-            grid=args.grid,
-            seeds=args.seeds,
-            run_root=args.run_root,
-            overrides=overrides,
-            workers=args.workers,
-            command="python -m qlib.tune " + " ".join(sys.argv[1:] if argv is None else argv),
-        )
+        report = tune(**args, overrides=overrides, command=command)
     except (ValueError, FileNotFoundError, pipeline.PipelineError) as err:
         print(f"\nTuning stopped: {err}", file=sys.stderr)
         return 1
