@@ -95,10 +95,7 @@ def portable_path(path: str | Path) -> str:
     """`path` relative to the repository root when it lies inside it (how run folders record
     their run_root, so that a moved or cloned repository still resumes them), else absolute."""
     path = resolve_path(path)
-    try:
-        return str(path.relative_to(repo_root()))
-    except ValueError:
-        return str(path)
+    return str(path.relative_to(repo_root()) if path.is_relative_to(repo_root()) else path)
 
 
 def training_config(parameters: dict):
@@ -135,7 +132,7 @@ def _settings(mode: str, root: str | None, methods, seeds, dataset: str | None):
         raise ValueError(f"unknown methods {unknown}; expected some of {METHODS}.")
     settings = _MODE_SETTINGS[mode]
     seeds = tuple(seeds) if seeds else settings["seeds"]
-    if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
+    if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
         raise ValueError(f"seeds must be non-negative ints, got {seeds!r}.")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must differ, got {seeds!r}.")
