@@ -417,10 +417,11 @@ def _load() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
-def _resumable(step: Step, resume: bool) -> bool:
-    """A training that may resume (its parameters or `resume` say so) whose run is finished."""
-    may_resume = resume or step.parameters.get("resume")
-    return step.kind == "train" and bool(may_resume) and run_finished(step.run_dir)
+def _resumable(step: Step) -> bool:
+    """A training that may resume (its parameters say so) whose run is finished."""
+    return (
+        step.kind == "train" and bool(step.parameters.get("resume")) and run_finished(step.run_dir)
+    )
 
 
 class _InProcess:
@@ -445,7 +446,7 @@ def _to_start(ready: list[Step], running: list[Step], workers: int) -> list[Step
     return start
 
 
-def _run_steps(steps: Sequence[Step], options: dict, workers: int, resume: bool, echo) -> list:
+def _run_steps(steps: Sequence[Step], options: dict, workers: int, echo) -> list:
     """Run `steps` on a pool of `workers` spawned processes (no fork of a threaded torch
     process; 1: in this process), each once its `after` steps are done, earliest first, finished
     runs skipped (`_resumable`); returns one record per step."""
@@ -473,7 +474,7 @@ def _run_steps(steps: Sequence[Step], options: dict, workers: int, resume: bool,
         try:
             while pending or running:
                 ready = [s for s in pending if set(s.after) <= done]
-                skipped = next((s for s in ready if _resumable(s, resume)), None)
+                skipped = next((s for s in ready if _resumable(s)), None)
                 if skipped:  # which can make more steps ready
                     pending.remove(skipped)
                     finish(skipped, 0.0, "skipped")
@@ -520,7 +521,6 @@ def run_pipeline(
     steps: Sequence[Step],
     executed_dir: str | Path,
     *,
-    resume: bool = False,
     workers: int = 1,
     progress_bar: bool = True,
     cell_timeout: int | None = None,
@@ -528,10 +528,10 @@ def run_pipeline(
 ) -> list[dict]:
     """Execute `steps`, each once the steps named in its `after` are done, on `workers`
     processes, earlier steps first; executed notebooks go to `executed_dir`. A training whose
-    parameters say `resume` (or every training, with `resume=True`) is skipped when its run is
-    finished. Returns one record per step in completion order (also written to
-    `<run_root>/pipeline_timings.json`); raises `PipelineError` at the first failure (steps
-    already running finish first), a cell running over `cell_timeout` seconds included."""
+    parameters say `resume` is skipped when its run is finished. Returns one record per step
+    in completion order (also written to `<run_root>/pipeline_timings.json`); raises
+    `PipelineError` at the first failure (steps already running finish first), a cell running
+    over `cell_timeout` seconds included."""
     from . import checks
 
     checks.integer("workers", workers, 1)
@@ -547,7 +547,7 @@ def run_pipeline(
     options = {"executed_dir": str(executed_dir), "notebook_dir": str(NOTEBOOK_DIR)}
     options["papermill"] = papermill
     start, load_start = time.perf_counter(), _load()
-    records = _run_steps(steps, options, workers, resume, echo)
+    records = _run_steps(steps, options, workers, echo)
     _report(records, steps, time.perf_counter() - start, load_start, workers, echo)
     return records
 
@@ -556,16 +556,15 @@ def train_many(
     parameters: Sequence[dict],
     *,
     workers: int | None = None,
-    resume: bool = True,
     echo: Callable[[str], None] = print,
 ) -> list[dict]:
     """Train many runs side by side (`parameters`: `training_config` overrides, each with
     `preset`, `method`, `seed`, `run_root`, optionally `run_name`, ...), the warm starts first;
-    finished runs are skipped when `resume`. For `qlib.tune` and `scripts/study.py`; returns
+    finished runs are skipped unless a run's parameters say `"resume": False`. Returns
     `run_pipeline`'s records."""
     trainings = []
     for params in parameters:
-        params = {"resume": resume, **params, "run_root": portable_path(params["run_root"])}
+        params = {"resume": True, **params, "run_root": portable_path(params["run_root"])}
         config = training_config(params)
         run_dir = resolve_path(config.run_root) / config.name
         name = f"train {run_dir.parent.name}/{run_dir.name}"
