@@ -65,14 +65,14 @@ def tune_runs(
     ]
 
 
-def choose(results: dict[float, list[float]], tie: float = TIE) -> float:
+def choose(results: dict[float, list[float]]) -> float:
     """The learning rate with the highest mean score ({lr: [score per seed]}); among rates
-    within `tie` of the best, the smallest."""
+    within TIE of the best, the smallest."""
     means = {lr: float(np.mean(v)) for lr, v in results.items() if v}
     if not means:
         raise ValueError("no finished tuning run to choose from; run the tuning first.")
     best = max(means.values())
-    return min(lr for lr, m in means.items() if m >= best - tie)
+    return min(lr for lr, m in means.items() if m >= best - TIE)
 
 
 def summarize(runs: Sequence[dict], run_root: str | Path) -> dict:
