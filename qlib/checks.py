@@ -107,8 +107,7 @@ def float_tensor(name: str, x: object, ndim: int, *, finite: bool = True) -> Ten
 def embeddings(name: str, x: object, *, finite: bool = True) -> Tensor:
     """An embedding matrix (N, d): a float tensor, detached, in float32 or float64 (half
     precision is too coarse for exact distance comparisons and is upcast)."""
-    x = float_tensor(name, torch.as_tensor(x) if not isinstance(x, Tensor) else x, 2, finite=finite)
-    x = x.detach()
+    x = float_tensor(name, torch.as_tensor(x), 2, finite=finite).detach()
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 

@@ -13,8 +13,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["main"]
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -22,21 +20,19 @@ def _parser() -> argparse.ArgumentParser:
         description="Embed images with a trained run and retrieve their nearest neighbours.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--run", required=True, help="a training run folder (runs/<...>/<run>)")
-        sub.add_argument(
-            "--checkpoint", default="last", help="last (default), epoch_XXX or a .pt file"
-        )
-        sub.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
-
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--run", required=True, help="a training run folder (runs/<...>/<run>)")
+    common.add_argument(
+        "--checkpoint", default="last", help="last (default), epoch_XXX or a .pt file"
+    )
+    common.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     embed = commands.add_parser(
         "embed",
+        parents=[common],
         help="embed images and write them to an .npz file",
         description="Embed images with a run's model and write embeddings, paths and labels "
         "(where known) to an .npz file that numpy and pandas read.",
     )
-    common(embed)
     embed.add_argument(
         "--images",
         required=True,
@@ -50,11 +46,11 @@ def _parser() -> argparse.ArgumentParser:
 
     retrieve = commands.add_parser(
         "retrieve",
+        parents=[common],
         help="print the k gallery images nearest to a query image",
         description="Embed a query image with the run and print its k nearest gallery images "
         "(a file written by `qlib embed` with the same run), nearest first, with distances.",
     )
-    common(retrieve)
     retrieve.add_argument("--gallery", required=True, help="an .npz file from `qlib embed`")
     retrieve.add_argument("--query", required=True, help="the query image")
     retrieve.add_argument("-k", type=int, default=5, help="neighbours to print (default 5)")

@@ -19,8 +19,8 @@ A mode's plan (`plan(...)`, a pure function) is a list of steps:
 `run_pipeline(steps, ...)` runs them on `workers` processes side by side, each step as soon as
 the steps it needs are done (notebooks one at a time, beside trainings), and stops at the
 first failure with a `PipelineError` naming the step (and for a notebook the cell). Every
-training process uses `threads` torch threads (1 by default, recorded in each run's
-config.json), so a run's numbers do not depend on how many runs share the machine.
+training uses one torch thread (recorded in its config.json), so a run's numbers do not depend
+on how many runs share the machine.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,33 +41,7 @@ from . import train as qtrain
 from .train import METHODS  # every row of the paper's Table 1, in its order of training here
 from .utils import experiment_root, repo_root, resolve_path, write_json
 
-__all__ = [
-    "METHODS",
-    "MODES",
-    "REPRODUCE_DATASETS",
-    "NOTEBOOKS",
-    "NOTEBOOK_DIR",
-    "PipelineError",
-    "Step",
-    "declared_parameters",
-    "default_workers",
-    "main",
-    "plan",
-    "portable_path",
-    "run_finished",
-    "run_pipeline",
-    "train_many",
-    "training_config",
-]
-
 NOTEBOOK_DIR = repo_root() / "notebooks"
-NOTEBOOKS = (
-    "01_data_prep.ipynb",
-    "02_mining_toy.ipynb",
-    "03_train.ipynb",
-    "04_evaluate.ipynb",
-    "05_table1.ipynb",
-)
 MODES = ("demo", "figures", "smoke", "reproduce")
 # What `reproduce` trains on (the paper preset); its runs go to runs/paper, runs/paper-sop, ...
 REPRODUCE_DATASETS = ("stanford_cars", "sop", "cub200")
@@ -119,10 +95,7 @@ def portable_path(path: str | Path) -> str:
     """`path` relative to the repository root when it lies inside it (how run folders record
     their run_root, so that a moved or cloned repository still resumes them), else absolute."""
     path = resolve_path(path)
-    try:
-        return str(path.relative_to(repo_root()))
-    except ValueError:
-        return str(path)
+    return str(path.relative_to(repo_root()) if path.is_relative_to(repo_root()) else path)
 
 
 def training_config(parameters: dict):
@@ -140,10 +113,9 @@ def training_config(parameters: dict):
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_plan(
-    mode: str, root: str | None, methods, seeds, dataset: str | None = None
-) -> tuple[tuple, tuple]:
-    """The checked (methods, seeds) of a plan; one clear error for each bad input."""
+def _settings(mode: str, root: str | None, methods, seeds, dataset: str | None):
+    """The mode's settings (for `dataset`, when given) and the checked methods and seeds; one
+    clear error for each bad input."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is unknown; expected one of {MODES}.")
     if dataset is not None and (mode != "reproduce" or dataset not in REPRODUCE_DATASETS):
@@ -158,12 +130,17 @@ def _check_plan(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; expected some of {METHODS}.")
-    seeds = tuple(seeds) if seeds else _MODE_SETTINGS[mode]["seeds"]
-    if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
+    settings = _MODE_SETTINGS[mode]
+    seeds = tuple(seeds) if seeds else settings["seeds"]
+    if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
         raise ValueError(f"seeds must be non-negative ints, got {seeds!r}.")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must differ, got {seeds!r}.")
-    return methods, seeds
+    if dataset not in (None, settings["dataset"]):
+        overrides = settings["overrides"] | {"dataset": dataset}
+        settings = settings | {"dataset": dataset, "run_root": f"runs/paper-{dataset}"}
+        settings |= {"overrides": overrides}
+    return settings, methods, seeds
 
 
 def _warm_start_group(parameters: dict) -> tuple:
@@ -177,9 +154,9 @@ def _warm_start_group(parameters: dict) -> tuple:
     return tuple(getattr(config, f) for f in (*CLASSIFIER_FIELDS, "image_size"))
 
 
-def _with_warm_starts(trainings: list[Step], after: tuple[str, ...] = ()) -> list[Step]:
+def _with_warm_starts(trainings: list[Step], after: tuple[str, ...] = ()) -> tuple[list, list]:
     """One warm-start step per group of `trainings` that share a classifier (per run_root),
-    then the trainings, each waiting for its group's warm start (one process trains it, not
+    and the trainings, each waiting for its group's warm start (one process trains it, not
     several at once under the cache's lock) or, without one, for `after`."""
     groups: dict[tuple, list[Step]] = {}
     for step in trainings:
@@ -194,7 +171,7 @@ def _with_warm_starts(trainings: list[Step], after: tuple[str, ...] = ()) -> lis
         warm_starts.append(Step(None, members[0].parameters, name, kind="warmstart", after=after))
         waiting |= {s.name: (name,) for s in members}
     trainings = [dataclasses.replace(s, after=waiting.get(s.name, after)) for s in trainings]
-    return warm_starts + trainings
+    return warm_starts, trainings
 
 
 def _training(preset: str, method: str, seed: int, run_root: Path, extra: dict) -> Step:
@@ -210,6 +187,24 @@ def _on_run(notebook: str, run: Step, parameters: dict) -> Step:
     return Step(notebook, parameters, name, run.run_dir, after=(run.name,))
 
 
+def _on_first_runs(settings, firsts: dict, notebook: dict, with_root: dict) -> list:
+    """Notebook 04 on the first seed's run of each method the mode evaluates, then notebook 03
+    on the showcase run (resume=True: it shows a finished run, no retraining)."""
+    steps = []
+    for method in settings["evaluate"]:
+        if method in firsts:
+            run = firsts[method]
+            parameters = {"run_name": run.run_dir.name, "seed": run.parameters["seed"]}
+            steps.append(_on_run("04_evaluate.ipynb", run, notebook | parameters))
+    if SHOWCASE in firsts:
+        run = firsts[SHOWCASE]
+        same = {k: v for k, v in settings["overrides"].items() if k in ("init", "dataset")}
+        parameters = {"preset": settings["preset"], "method": SHOWCASE}
+        parameters |= {"seed": run.parameters["seed"], "resume": True, **same, **with_root}
+        steps.append(_on_run("03_train.ipynb", run, notebook | parameters))
+    return steps
+
+
 def plan(
     mode: str,
     run_root: str | Path | None = None,
@@ -217,34 +212,23 @@ def plan(
     root: str | None = None,
     seeds: Sequence[int] | None = None,
     methods: Sequence[str] | None = None,
-    evaluate: Sequence[str] | None = None,
     coarse: str = "",
     resume: bool | None = None,
-    figures_dir: str | Path | None = None,
     dataset: str | None = None,
 ) -> list[Step]:
     """The steps of `mode` in priority order (see the module docstring). Figures go to
-    `<run_root>/figures` (demo, smoke, reproduce) or to the repository's figures/ (`figures`
-    mode, which also reuses finished runs). `resume` (default: reproduce and figures) lets a
-    training continue an interrupted run and skips finished ones; the demo retrains.
-    `dataset` (reproduce): one of REPRODUCE_DATASETS, default stanford_cars; `coarse` "" takes
-    its default coarse labels."""
-    methods, seeds = _check_plan(mode, root, methods, seeds, dataset)
-    settings, first = _MODE_SETTINGS[mode], seeds[0]
-    if dataset not in (None, settings["dataset"]):
-        settings = settings | {"dataset": dataset, "run_root": f"runs/paper-{dataset}"}
-        settings |= {"overrides": settings["overrides"] | {"dataset": dataset}}
+    `<run_root>/figures`, or to the repository's figures/ in `figures` mode. `resume` (default:
+    reproduce and figures) continues interrupted runs and skips finished ones; the demo
+    retrains. `dataset`: reproduce's, default stanford_cars; `coarse` "": its coarse labels."""
+    settings, methods, seeds = _settings(mode, root, methods, seeds, dataset)
+    first, smoke = seeds[0], settings["smoke"]
     run_root = resolve_path(run_root if run_root is not None else settings["run_root"])
-    if settings["smoke"]:  # where notebooks 03/04 put smoke runs: every notebook must agree
+    if smoke:  # where notebooks 03/04 put smoke runs: every notebook must agree
         run_root = experiment_root(run_root, smoke=True)
-    if figures_dir is None:
-        figures_dir = repo_root() / "figures" if mode == "figures" else run_root / "figures"
+    figures_dir = repo_root() / "figures" if mode == "figures" else run_root / "figures"
     resume = mode in ("reproduce", "figures") if resume is None else bool(resume)
-    runs_at = portable_path(run_root)
-    notebook = {"run_root": runs_at, "smoke": settings["smoke"]}
-    notebook["figures_dir"] = portable_path(figures_dir)
-    with_root = {"root": root} if root else {}
-
+    runs_at, with_root = portable_path(run_root), {"root": root} if root else {}
+    notebook = {"run_root": runs_at, "smoke": smoke, "figures_dir": portable_path(figures_dir)}
     data_parameters = {"dataset": settings["dataset"], "root": root or "", "coarse": coarse}
     data_parameters |= {"size": settings["size"], "seed": first}
     data = Step("01_data_prep.ipynb", notebook | data_parameters, "01_data_prep.ipynb")
@@ -253,31 +237,14 @@ def plan(
     trainings = [
         _training(settings["preset"], m, s, run_root, extra) for s in seeds for m in methods
     ]
-    steps = _with_warm_starts(trainings, after=(data.name,))
-    warm_starts = [s for s in steps if s.kind == "warmstart"]
-    run = {(s.parameters["method"], s.parameters["seed"]): s for s in steps if s.kind == "train"}
-    evaluations = [
-        _on_run("04_evaluate.ipynb", run[(m, first)],
-                notebook | {"run_name": f"{m}_seed{first}", "seed": first})
-        for m in (settings["evaluate"] if evaluate is None else evaluate)
-        if m in methods
-    ]  # fmt: skip
-    showcase = []
-    if SHOWCASE in methods:  # notebook 03 shows a finished run: resume=True, no retraining
-        same = {k: v for k, v in settings["overrides"].items() if k in ("init", "dataset")}
-        parameters = {"preset": settings["preset"], "method": SHOWCASE, "seed": first}
-        parameters |= {"resume": True, **same, **with_root}
-        showcase.append(_on_run("03_train.ipynb", run[(SHOWCASE, first)], notebook | parameters))
-    table = Step(
-        "05_table1.ipynb",
-        dict(notebook),
-        "05_table1.ipynb",
-        after=tuple(t.name for t in run.values()),
-    )
+    warm_starts, trainings = _with_warm_starts(trainings, after=(data.name,))
+    n = len(methods)
+    firsts = dict(zip(methods, trainings[:n], strict=True))  # each method's run of seed `first`
+    on_runs = _on_first_runs(settings, firsts, notebook, with_root)
+    names = tuple(t.name for t in trainings)
+    table = Step("05_table1.ipynb", dict(notebook), "05_table1.ipynb", after=names)
     # Priority order: the first seed's runs early, so that notebooks 03/04 overlap training.
-    firsts = [run[(m, first)] for m in methods]
-    rest = [t for (m, s), t in run.items() if s != first]
-    return [data, *warm_starts, toy, *firsts, *evaluations, *showcase, *rest, table]
+    return [data, *warm_starts, toy, *trainings[:n], *on_runs, *trainings[n:], table]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,9 +253,8 @@ def plan(
 
 
 def run_finished(run_dir: str | Path) -> bool:
-    """Whether a training run is complete: its metrics.json holds the final evaluation (train's
-    own test, `qlib.train.run_is_finished`)."""
-    return bool(qtrain.run_is_finished(Path(run_dir)))
+    """Whether a training run holds its final evaluation (what resume skips)."""
+    return qtrain.run_is_finished(run_dir)
 
 
 def declared_parameters(notebook: str | Path) -> list[str]:
@@ -312,44 +278,24 @@ def declared_parameters(notebook: str | Path) -> list[str]:
     return names
 
 
-class _QuietParameterWarnings:
-    """Drops papermill's own parameter-cell warnings ("Unable to parse line", "Passed unknown
-    parameter"): its regex parser misreads comments holding quotes, and `declared_parameters`
-    already checks every parameter with `ast`."""
-
-    def filter(self, record) -> bool:
-        message = record.getMessage()
-        return not message.startswith(("Unable to parse line", "Passed unknown parameter"))
-
-
-def _headless_widgets() -> None:
-    """Make `import ipywidgets` fail in the kernels this process starts, as in an install
-    without the `lab` extra: executing an `ipywidgets.interact` cell headless can hang nbclient
-    forever at random (papermill issue 723, nbclient issue 312; seen here in notebook 02). The
-    notebooks already handle a missing ipywidgets; tqdm falls back to text bars."""
-    import atexit
-    import shutil
-    import tempfile
-
-    if os.environ.get("QLIB_HEADLESS_WIDGETS"):
-        return
-    folder = tempfile.mkdtemp(prefix="qlib-headless-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    shim = Path(folder) / "ipywidgets"
-    shim.mkdir()
-    message = "ipywidgets is off in pipeline kernels (headless runs draw no widgets)"
-    (shim / "__init__.py").write_text(f"raise ImportError({message!r})\n")
-    path = os.environ.get("PYTHONPATH", "")
-    os.environ["PYTHONPATH"] = os.pathsep.join([folder, *([path] if path else [])])
-    os.environ["QLIB_HEADLESS_WIDGETS"] = folder
+def _quiet_parameter_warnings(record) -> bool:
+    """Drops papermill's parameter-cell warnings: its regex parser misreads comments holding
+    quotes, and `declared_parameters` already checks every parameter with `ast`."""
+    message = record.getMessage()
+    return not message.startswith(("Unable to parse line", "Passed unknown parameter"))
 
 
 def _use_this_interpreter() -> None:
-    """Make the "python3" kernel the interpreter running this process (the venv), headless
-    (`_headless_widgets`), and let the executed notebooks keep their inline figures."""
+    """Make the "python3" kernel the interpreter running this process (the venv), let the
+    executed notebooks keep their inline figures, and make `import ipywidgets` fail in the
+    kernels, as in an install without the `lab` extra: executing an `ipywidgets.interact` cell
+    headless can hang nbclient forever at random (papermill issue 723, nbclient issue 312; seen
+    here in notebook 02). The notebooks handle a missing ipywidgets; tqdm falls back to text."""
+    import atexit
     import logging
+    import shutil
+    import tempfile
 
-    _headless_widgets()
     bin_dir = os.path.dirname(sys.executable)
     path = os.environ.get("PATH", "")
     if path.split(os.pathsep)[0] != bin_dir:
@@ -359,9 +305,16 @@ def _use_this_interpreter() -> None:
     if os.environ.get("MPLBACKEND", "").lower() == "agg":
         os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     for name in ("papermill", "papermill.translators"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _QuietParameterWarnings) for f in logger.filters):
-            logger.addFilter(_QuietParameterWarnings())
+        logging.getLogger(name).addFilter(_quiet_parameter_warnings)  # added once
+    if not os.environ.get("QLIB_HEADLESS_WIDGETS"):
+        folder = tempfile.mkdtemp(prefix="qlib-headless-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        shim = Path(folder) / "ipywidgets"
+        shim.mkdir()
+        message = "ipywidgets is off in pipeline kernels (headless runs draw no widgets)"
+        (shim / "__init__.py").write_text(f"raise ImportError({message!r})\n")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [folder, os.getenv("PYTHONPATH")]))
+        os.environ["QLIB_HEADLESS_WIDGETS"] = folder
 
 
 def _execute(step: Step, output: Path, options: dict) -> None:
@@ -387,15 +340,12 @@ def _execute(step: Step, output: Path, options: dict) -> None:
             str(output),
             parameters=step.parameters,
             kernel_name="python3",
-            log_output=options["log_output"],
-            progress_bar=options["progress_bar"],
-            start_timeout=options["start_timeout"],
-            execution_timeout=options["cell_timeout"],
             cwd=str(notebook_dir),
             # The kernel's own log is not the notebook's output: ipykernel 7 warns at every
             # start that its local TCP sockets are unencrypted, and may log an ERROR for the
             # interrupt at shutdown. A failing cell still fails the step with its traceback.
             extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+            **options["papermill"],
         )
     except pm.PapermillExecutionError as err:
         first_line = (str(err.evalue).strip().splitlines() or [""])[0].rstrip(".")
@@ -411,28 +361,8 @@ def _execute(step: Step, output: Path, options: dict) -> None:
         ) from err
 
 
-def _with_threads(threads: int | None, work: Callable[[], Any]) -> Any:
-    """Run `work` with `threads` torch intra-op threads (None: leave torch's setting), then
-    restore the previous count. Float sums may be split differently with another count, so a
-    training's thread count is fixed (and recorded in its config.json)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        return work()
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _train(parameters: dict) -> None:
-    qtrain.train(training_config(parameters))
-
-
 def _warm_start(parameters: dict) -> None:
     """Train (or find cached) the classifier warm start exactly as `train` would."""
-    from . import train as qtrain
     from .train.setup import repeatable_cpu
     from .train.warmstart import classifier_state
     from .utils import resolve_device
@@ -444,18 +374,27 @@ def _warm_start(parameters: dict) -> None:
 
 
 def _run_step(step: Step, options: dict) -> float:
-    """Execute one step (in this process); returns its wall time in seconds."""
+    """Execute one step (in this process); returns its wall time in seconds. A training runs on
+    one torch thread, whatever the launcher's: another count may split float sums otherwise."""
     tic = time.perf_counter()
     if step.kind == "notebook":
         _execute(step, Path(options["executed_dir"]) / step.name, options)
     elif step.kind in ("train", "warmstart"):
-        work = _train if step.kind == "train" else _warm_start
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
         try:
-            _with_threads(options["threads"], lambda: work(step.parameters))
+            if step.kind == "train":
+                qtrain.train(training_config(step.parameters))
+            else:
+                _warm_start(step.parameters)
         except Exception as err:
             raise PipelineError(
                 f"Step {step.name!r} failed: {type(err).__name__}: {str(err).rstrip('.')}."
             ) from err
+        finally:
+            torch.set_num_threads(previous)
     else:
         raise PipelineError(f"Step {step.name!r} has an unknown kind {step.kind!r}.")
     return time.perf_counter() - tic
@@ -478,117 +417,98 @@ def _load() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
-class _Schedule:
-    """The steps still to run, those done, and one record per finished step."""
-
-    def __init__(self, steps: Sequence[Step], resume: bool, echo: Callable[[str], None]):
-        self.pending, self.resume, self.echo = list(steps), resume, echo
-        self.done: set[str] = set()
-        self.records: list[dict] = []
-        self.label = {
-            s.name: f"[{i}/{len(steps)}] {s.name.removesuffix('.ipynb')}"
-            for i, s in enumerate(steps, 1)
-        }
-
-    def ready(self) -> list[Step]:
-        """The pending steps whose `after` steps are all done, in priority order."""
-        return [s for s in self.pending if set(s.after) <= self.done]
-
-    def take(self, step: Step) -> Step:
-        self.pending.remove(step)
-        self.echo(f"{self.label[step.name]} ...")
-        return step
-
-    def finish(self, step: Step, seconds: float, status: str) -> None:
-        self.done.add(step.name)
-        self.records.append({"name": step.name, "kind": step.kind, "notebook": step.notebook,
-                             "seconds": seconds, "status": status})  # fmt: skip
-        said = "skipped, finished before" if status == "skipped" else f"{seconds:.1f} s"
-        self.echo(f"{self.label[step.name]}: {said}")
-
-    def skip_finished_runs(self) -> None:
-        """Skip every ready training that may resume (its parameters or `resume` say so) and
-        whose run is finished; a skip can make more steps ready."""
-        while True:
-            skippable = [
-                s
-                for s in self.ready()
-                if s.kind == "train"
-                and (self.resume or s.parameters.get("resume"))
-                and run_finished(s.run_dir)
-            ]
-            if not skippable:
-                return
-            self.pending.remove(skippable[0])
-            self.finish(skippable[0], 0.0, "skipped")
-
-    def stuck(self) -> PipelineError:
-        return PipelineError(
-            f"steps {[s.name for s in self.pending]} wait for steps that never ran."
-        )
+def _resumable(step: Step) -> bool:
+    """A training that may resume (its parameters say so) whose run is finished."""
+    return (
+        step.kind == "train" and bool(step.parameters.get("resume")) and run_finished(step.run_dir)
+    )
 
 
-def _run_serial(schedule: _Schedule, options: dict) -> None:
-    while True:
-        schedule.skip_finished_runs()
-        if not schedule.pending:
-            return
-        if not schedule.ready():
-            raise schedule.stuck()
-        step = schedule.take(schedule.ready()[0])
-        schedule.finish(step, _run_step(step, options), "ran")
+class _InProcess:
+    """The pool of `workers=1`: runs each step in this process as it is submitted."""
+
+    def submit(self, work: Callable, *args) -> Future:
+        future = Future()
+        future.set_result(work(*args))
+        return future
 
 
-def _run_parallel(schedule: _Schedule, options: dict, workers: int) -> None:
-    """`_run_serial` on a pool of `workers` spawned processes (no fork of a threaded torch
-    process). One notebook at a time: kernels started in parallel processes can race for the
-    same ports and hang (papermill issues 239, 511)."""
+def _to_start(ready: list[Step], running: list[Step], workers: int) -> list[Step]:
+    """The ready steps to start beside `running`: `workers` steps at most, one notebook at a
+    time (kernels started in parallel processes can race for ports and hang: papermill issues
+    239, 511)."""
+    start = []
+    for step in ready:
+        if len(running) + len(start) >= workers:
+            break
+        if step.kind != "notebook" or all(s.kind != "notebook" for s in running + start):
+            start.append(step)
+    return start
+
+
+def _run_steps(steps: Sequence[Step], options: dict, workers: int, echo) -> list:
+    """Run `steps` on a pool of `workers` spawned processes (no fork of a threaded torch
+    process; 1: in this process), each once its `after` steps are done, earliest first, finished
+    runs skipped (`_resumable`); returns one record per step."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    context = multiprocessing.get_context("spawn")
-    running: dict = {}
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_use_this_interpreter
-    ) as pool:
+    pool = nullcontext(_InProcess())
+    if workers > 1:
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_use_this_interpreter)
+    label = {
+        s.name: f"[{i}/{len(steps)}] {s.name.removesuffix('.ipynb')}"
+        for i, s in enumerate(steps, 1)
+    }
+    pending, done, records, running = list(steps), set(), [], {}
+
+    def finish(step: Step, seconds: float, status: str) -> None:
+        done.add(step.name)
+        records.append({"name": step.name, "kind": step.kind, "notebook": step.notebook,
+                        "seconds": seconds, "status": status})  # fmt: skip
+        said = "skipped, finished before" if status == "skipped" else f"{seconds:.1f} s"
+        echo(f"{label[step.name]}: {said}")
+
+    with pool as pool:
         try:
-            while schedule.pending or running:
-                schedule.skip_finished_runs()
-                for step in schedule.ready():
-                    if len(running) >= workers:
-                        break
-                    if step.kind == "notebook" and any(
-                        s.kind == "notebook" for s in running.values()
-                    ):
-                        continue
-                    running[pool.submit(_run_step, schedule.take(step), options)] = step
+            while pending or running:
+                ready = [s for s in pending if set(s.after) <= done]
+                skipped = next((s for s in ready if _resumable(s)), None)
+                if skipped:  # which can make more steps ready
+                    pending.remove(skipped)
+                    finish(skipped, 0.0, "skipped")
+                    continue
+                for step in _to_start(ready, list(running.values()), workers):
+                    pending.remove(step)
+                    echo(f"{label[step.name]} ...")
+                    running[pool.submit(_run_step, step, options)] = step
                 if not running:
-                    if schedule.pending:
-                        raise schedule.stuck()
-                    return
+                    names = [s.name for s in pending]
+                    raise PipelineError(f"steps {names} wait for steps that never ran.")
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    schedule.finish(running.pop(future), future.result(), "ran")
+                    finish(running.pop(future), future.result(), "ran")
         except BaseException:
             for future in running:
                 future.cancel()
             raise
+    return records
 
 
-def _report(schedule: _Schedule, steps, seconds: float, load_start, workers, threads) -> None:
+def _report(records: list, steps, seconds: float, load_start, workers: int, echo) -> None:
     """Echo the time of each step and write them to `<run_root>/pipeline_timings.json`."""
-    echo = schedule.echo
     echo("\nElapsed per step (wall time, steps overlap when workers > 1):")
-    for record in schedule.records:
+    for record in records:
         echo(f"  {record['name'].removesuffix('.ipynb'):<40} {record['seconds']:8.1f} s  "
              f"{record['status']}")  # fmt: skip
     echo(f"Total: {seconds:.1f} s ({seconds / 60:.1f} min) for {len(steps)} steps on {workers} "
-         f"worker(s), {threads or 'default'} torch thread(s) per training")  # fmt: skip
+         f"worker(s), 1 torch thread(s) per training")  # fmt: skip
     summary = {
-        "steps": schedule.records,
+        "steps": records,
         "total_seconds": seconds,
         "workers": workers,
-        "torch_threads_per_training": threads,
+        "torch_threads_per_training": 1,
         "cpu_count": os.cpu_count(),
         "load_average_start": load_start,
         "load_average_end": _load(),
@@ -601,23 +521,17 @@ def run_pipeline(
     steps: Sequence[Step],
     executed_dir: str | Path,
     *,
-    resume: bool = False,
     workers: int = 1,
-    threads: int | None = 1,
-    log_output: bool = False,
     progress_bar: bool = True,
-    start_timeout: int = 120,
     cell_timeout: int | None = None,
     echo: Callable[[str], None] = print,
 ) -> list[dict]:
     """Execute `steps`, each once the steps named in its `after` are done, on `workers`
-    processes (1: in this process), earlier steps first; executed notebooks go to
-    `executed_dir`. A training whose parameters say `resume` (or every training, with
-    `resume=True`) is skipped when its run is finished. Returns one record per step (`name`,
-    `kind`, `seconds`, `status`) in completion order; raises `PipelineError` at the first
-    failure (steps already running finish first); a notebook cell running longer than
-    `cell_timeout` seconds is a failure. Timings, load and layout are also written to
-    `<run_root>/pipeline_timings.json`."""
+    processes, earlier steps first; executed notebooks go to `executed_dir`. A training whose
+    parameters say `resume` is skipped when its run is finished. Returns one record per step
+    in completion order (also written to `<run_root>/pipeline_timings.json`); raises
+    `PipelineError` at the first failure (steps already running finish first), a cell running
+    over `cell_timeout` seconds included."""
     from . import checks
 
     checks.integer("workers", workers, 1)
@@ -628,54 +542,43 @@ def run_pipeline(
     if unknown:
         raise ValueError(f"steps wait for unknown steps {unknown}.")
     _use_this_interpreter()
-    options = {
-        "executed_dir": str(executed_dir),
-        "notebook_dir": str(NOTEBOOK_DIR),
-        "threads": threads,
-        "log_output": log_output,
-        "progress_bar": progress_bar and workers == 1,
-        "start_timeout": start_timeout,
-        "cell_timeout": cell_timeout,
-    }
-    schedule = _Schedule(steps, resume, echo)
+    papermill = {"log_output": False, "progress_bar": progress_bar and workers == 1}
+    papermill |= {"start_timeout": 120, "execution_timeout": cell_timeout}
+    options = {"executed_dir": str(executed_dir), "notebook_dir": str(NOTEBOOK_DIR)}
+    options["papermill"] = papermill
     start, load_start = time.perf_counter(), _load()
-    if workers == 1:
-        _run_serial(schedule, options)
-    else:
-        _run_parallel(schedule, options, workers)
-    _report(schedule, steps, time.perf_counter() - start, load_start, workers, threads)
-    return schedule.records
+    records = _run_steps(steps, options, workers, echo)
+    _report(records, steps, time.perf_counter() - start, load_start, workers, echo)
+    return records
 
 
 def train_many(
     parameters: Sequence[dict],
     *,
     workers: int | None = None,
-    threads: int | None = 1,
-    resume: bool = True,
     echo: Callable[[str], None] = print,
 ) -> list[dict]:
     """Train many runs side by side (`parameters`: `training_config` overrides, each with
     `preset`, `method`, `seed`, `run_root`, optionally `run_name`, ...), the warm starts first;
-    finished runs are skipped when `resume`. For `qlib.tune` and `scripts/study.py`; returns
+    finished runs are skipped unless a run's parameters say `"resume": False`. Returns
     `run_pipeline`'s records."""
     trainings = []
     for params in parameters:
-        params = {"resume": resume, **params, "run_root": portable_path(params["run_root"])}
+        params = {"resume": True, **params, "run_root": portable_path(params["run_root"])}
         config = training_config(params)
         run_dir = resolve_path(config.run_root) / config.name
         name = f"train {run_dir.parent.name}/{run_dir.name}"
         trainings.append(Step(None, params, name, run_dir, kind="train"))
+    warm_starts, trainings = _with_warm_starts(trainings)
     return run_pipeline(
-        _with_warm_starts(trainings),
+        warm_starts + trainings,
         executed_dir=NOTEBOOK_DIR / "executed" / "train_many",
         workers=workers or default_workers(),
-        threads=threads,
         echo=echo,
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m qlib.pipeline",
         description="Data (01), training runs, notebooks 02-04 and Table 1 (05).",
@@ -685,40 +588,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-root", help="experiment folder (default runs/<demo|smoke|paper>)")
     parser.add_argument("--seeds", type=int, nargs="+", help="training seeds")
     parser.add_argument("--methods", nargs="+", choices=METHODS, help="methods to train")
-    parser.add_argument("--evaluate", nargs="*", help="methods notebook 04 evaluates")
     parser.add_argument("--dataset", choices=REPRODUCE_DATASETS, help="reproduce: the dataset")
     parser.add_argument("--coarse", default="", help="coarse labels (default: the dataset's)")
-    parser.add_argument("--figures-dir", help="where figures go (default <run_root>/figures)")
-    parser.add_argument("--executed-dir", help="where executed notebooks go")
     parser.add_argument("--workers", type=int, help="processes side by side (default: cores)")
-    parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
-    parser.add_argument("--no-resume", action="store_true", help="retrain finished runs")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_const",
+        const=False,
+        help="retrain finished runs",
+    )
+    args = vars(parser.parse_args(argv))  # plan's arguments, and workers
+    workers, mode = args.pop("workers") or default_workers(), args["mode"]
     try:
-        steps = plan(
-            args.mode,
-            args.run_root,
-            root=args.root,
-            seeds=args.seeds,
-            methods=args.methods,
-            evaluate=args.evaluate,
-            coarse=args.coarse,
-            dataset=args.dataset,
-            resume=False if args.no_resume else None,
-            figures_dir=args.figures_dir,
-        )
         run_pipeline(
-            steps,
-            args.executed_dir or NOTEBOOK_DIR / "executed" / args.mode,
-            workers=args.workers or default_workers(),
-            log_output=args.log_output,
+            plan(**args),
+            NOTEBOOK_DIR / "executed" / mode,
+            workers=workers,
             # A hung kernel fails instead of waiting forever; on Stanford Cars notebooks 01 and
             # 04 take minutes.
-            cell_timeout=3600 if args.mode == "reproduce" else 600,
+            cell_timeout=3600 if mode == "reproduce" else 600,
         )
     except (PipelineError, ValueError) as err:
         print(f"\nPipeline stopped: {err}", file=sys.stderr)

@@ -28,8 +28,6 @@ import numpy as np
 
 from .utils import resolve_path, write_json
 
-__all__ = ["DEFAULT_GRIDS", "choose", "main", "summarize", "tune", "tune_runs"]
-
 # Half-decade grids around each preset's optimiser default.
 DEFAULT_GRIDS: dict[str, tuple[float, ...]] = {
     "adam": (3e-4, 1e-3, 3e-3, 1e-2),
@@ -39,10 +37,6 @@ DEFAULT_GRIDS: dict[str, tuple[float, ...]] = {
 PAPER_FIXED = ("random", "method1", "method2")
 CRITERION = "R@1"
 TIE = 0.05  # points of validation R@1 within which the smaller rate wins
-
-
-def _run_name(method: str, lr: float, seed: int) -> str:
-    return f"{method}_lr{lr:g}_seed{seed}"
 
 
 def tune_runs(
@@ -62,7 +56,7 @@ def tune_runs(
             "lr": float(lr),
             "eval_split": "val",
             "run_root": str(run_root),
-            "run_name": _run_name(method, lr, seed),
+            "run_name": f"{method}_lr{lr:g}_seed{seed}",
             **(overrides or {}),
         }
         for method in methods
@@ -71,14 +65,14 @@ def tune_runs(
     ]
 
 
-def choose(results: dict[float, list[float]], tie: float = TIE) -> float:
+def choose(results: dict[float, list[float]]) -> float:
     """The learning rate with the highest mean score ({lr: [score per seed]}); among rates
-    within `tie` of the best, the smallest."""
+    within TIE of the best, the smallest."""
     means = {lr: float(np.mean(v)) for lr, v in results.items() if v}
     if not means:
         raise ValueError("no finished tuning run to choose from; run the tuning first.")
     best = max(means.values())
-    return min(lr for lr, m in means.items() if m >= best - tie)
+    return min(lr for lr, m in means.items() if m >= best - TIE)
 
 
 def summarize(runs: Sequence[dict], run_root: str | Path) -> dict:
@@ -108,6 +102,15 @@ def summarize(runs: Sequence[dict], run_root: str | Path) -> dict:
     return per_method
 
 
+def _cell(entry: dict, lr: float) -> str:
+    """Mean ± std (no std from one seed), bold at the chosen rate; — where no run finished."""
+    if str(lr) not in entry["mean"]:
+        return "—"
+    mean, std = entry["mean"][str(lr)], entry["std"][str(lr)]
+    text = f"{mean:.2f}" + ("" if math.isnan(std) else f" ± {std:.2f}")
+    return f"**{text}**" if lr == entry["chosen_lr"] else text
+
+
 def _markdown(report: dict) -> str:
     grid = report["grid"]
     lines = [
@@ -127,15 +130,7 @@ def _markdown(report: dict) -> str:
         "|---|" + "---:|" * len(grid),
     ]
     for method, entry in report["methods"].items():
-        cells = []
-        for lr in grid:
-            mean, std = entry["mean"].get(str(float(lr))), entry["std"].get(str(float(lr)))
-            if mean is None:
-                cells.append("—")
-                continue
-            text = f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None and std == std else "")
-            cells.append(f"**{text}**" if float(lr) == entry["chosen_lr"] else text)
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method} | " + " | ".join(_cell(entry, lr) for lr in grid) + " |")
     chosen = ",\n".join(
         f'        "{m}": {{"lr": {e["chosen_lr"]:g}}}' for m, e in report["methods"].items()
     )
@@ -153,6 +148,20 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _methods(preset: str, methods: Sequence[str] | None) -> Sequence[str]:
+    """The checked methods to tune; by default every method (the paper preset: its baselines)."""
+    from .train import METHODS, PRESETS
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}.")
+    if methods is None:
+        methods = [m for m in METHODS if preset != "paper" or m not in PAPER_FIXED]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; expected some of {METHODS}.")
+    return methods
+
+
 def tune(
     preset: str = "demo",
     *,
@@ -167,15 +176,9 @@ def tune(
     """Train the grid on validation classes and write `<run_root>/tune.json` and `tune.md`
     (default run_root: runs/tune/<preset>); returns the report."""
     from . import pipeline
-    from .train import METHODS, PRESETS, config_from_preset
+    from .train import config_from_preset
 
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}.")
-    if methods is None:
-        methods = [m for m in METHODS if preset != "paper" or m not in PAPER_FIXED]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; expected some of {METHODS}.")
+    methods = _methods(preset, methods)
     base = config_from_preset(preset, **(overrides or {}))
     grid = tuple(grid or DEFAULT_GRIDS[base.optimizer])
     run_root = resolve_path(run_root or f"runs/tune/{preset}")
@@ -206,7 +209,9 @@ def tune(
     return report
 
 
-def _parser() -> argparse.ArgumentParser:
+def main(argv: Sequence[str] | None = None) -> int:
+    from . import pipeline
+
     parser = argparse.ArgumentParser(
         prog="python -m qlib.tune",
         description="Choose each method's learning rate on validation classes.",
@@ -220,27 +225,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, help="default: the preset's budget")
     parser.add_argument("--run-root", help="default runs/tune/<preset>")
     parser.add_argument("--workers", type=int, help="processes side by side")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from . import pipeline
-
-    args = _parser().parse_args(argv)
-    overrides = {k: v for k, v in (("dataset", args.dataset), ("root", args.root)) if v}
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
+    args = vars(parser.parse_args(argv))  # tune's arguments, and the training overrides
+    overrides = {k: v for k in ("dataset", "root") if (v := args.pop(k))}
+    if (epochs := args.pop("epochs")) is not None:
+        overrides["epochs"] = epochs
+    command = "python -m qlib.tune " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
-        report = tune(
-            args.preset,
-            methods=args.methods,
-            grid=args.grid,
-            seeds=args.seeds,
-            run_root=args.run_root,
-            overrides=overrides,
-            workers=args.workers,
-            command="python -m qlib.tune " + " ".join(sys.argv[1:] if argv is None else argv),
-        )
+        report = tune(**args, overrides=overrides, command=command)
     except (ValueError, FileNotFoundError, pipeline.PipelineError) as err:
         print(f"\nTuning stopped: {err}", file=sys.stderr)
         return 1

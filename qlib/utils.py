@@ -75,9 +75,7 @@ def _json_default(obj: Any) -> Any:
         return str(obj)
     if isinstance(obj, (np.integer, np.floating)):
         return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, torch.Tensor):
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
         return obj.tolist()
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
 
