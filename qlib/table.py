@@ -59,23 +59,6 @@ ERRATA = (
     "the five baselines in order).",
 )
 
-# The settings of a run's config.json that collect_runs reports beside its metrics.
-SETUP_FIELDS = (
-    "dataset",
-    "synthetic_size",
-    "backbone",
-    "init",
-    "classifier_epochs",
-    "embedding_dim",
-    "epochs",
-    "warmup_epochs",
-    "batch_size",
-    "optimizer",
-    "lr",
-    "reduction",
-    "eval_split",
-)
-
 _RUN_NAME = re.compile(r"^(?P<method>.+)_seed(?P<seed>\d+)$")
 
 
@@ -141,16 +124,15 @@ def final_metrics(metrics_path: str | Path) -> dict:
 
 
 def _run_identity(run_dir: Path) -> dict:
-    """Method, seed and setup of a run from its config.json, else from the folder name
-    `<method>_seed<seed>`."""
+    """Method, seed, settings and torch threads of a run from its config.json; method and seed
+    from the folder name `<method>_seed<seed>` where config.json does not say."""
     config_path = run_dir / "config.json"
     identity: dict = {"method": None, "seed": None}
     if config_path.is_file():
         content = _read_json_file(config_path)
         if not isinstance(content, dict):
             raise ValueError(f"{config_path} is {type(content).__name__}; expected a JSON object.")
-        config = content.get("config", content)
-        identity |= {key: config.get(key) for key in ("method", "seed", *SETUP_FIELDS)}
+        identity |= content.get("config", content)
         identity["torch_threads"] = content.get("environment", {}).get("torch_threads")
     match = _RUN_NAME.match(run_dir.name)
     if match:  # the folder name stands in for what config.json does not say
@@ -166,9 +148,9 @@ def _run_identity(run_dir: Path) -> dict:
 
 def collect_runs(run_root: str | Path) -> pd.DataFrame:
     """One row per run folder `<run_root>/<run>/` holding a metrics.json: `method`, `seed`,
-    R@1 … NMI, `final`, `epoch`, `iteration` of the last evaluation, `path`, then the
-    SETUP_FIELDS of config.json when present, sorted by method and seed. A malformed file
-    raises a ValueError naming it; no run is silently dropped."""
+    R@1 … NMI, `final`, `epoch`, `iteration` of the last evaluation, `path`, then the settings
+    of config.json when present (`dataset`, `lr`, ...), sorted by method and seed. A malformed
+    file raises a ValueError naming it; no run is silently dropped."""
     root = Path(run_root)
     if not root.is_dir():
         raise FileNotFoundError(f"run_root {root} is not a folder; expected e.g. runs/demo.")
