@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,8 +36,7 @@ def nearest_neighbors(embeddings: Tensor, k: int, chunk_size: int = 1024) -> Ten
         rows = torch.arange(block.shape[0])
         dist[rows, rows + start] = float("inf")
         # A stable sort keeps equal distances in index order.
-        order = torch.sort(dist, dim=1, stable=True).indices[:, :k]
-        out.append(order)
+        out.append(torch.sort(dist, dim=1, stable=True).indices[:, :k])
     return torch.cat(out)
 
 
@@ -86,10 +86,8 @@ def per_coarse_metrics(
             hits = fine_hits[members, : min(k, k_max)].any(dim=1)
             row[f"R@{k}"] = 100.0 * hits.float().mean().item()
         row["coarse_R@1"] = 100.0 * coarse_hit1[members].float().mean().item()
-        if n_fine >= 2:
-            row["NMI"] = 100.0 * float(nmi(embeddings[members], fine[members], seed=seed))
-        else:
-            row["NMI"] = float("nan")
+        within = nmi(embeddings[members], fine[members], seed=seed) if n_fine >= 2 else math.nan
+        row["NMI"] = 100.0 * float(within)
         rows.append(row)
     return pd.DataFrame(rows)
 

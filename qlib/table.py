@@ -132,8 +132,12 @@ def _run_identity(run_dir: Path) -> dict:
         content = _read_json_file(config_path)
         if not isinstance(content, dict):
             raise ValueError(f"{config_path} is {type(content).__name__}; expected a JSON object.")
-        identity |= content.get("config", content)
-        identity["torch_threads"] = content.get("environment", {}).get("torch_threads")
+        config, environment = content.get("config", content), content.get("environment", {})
+        if not isinstance(config, dict):
+            raise ValueError(f"{config_path}: 'config' is not a JSON object.")
+        identity |= config
+        if isinstance(environment, dict):
+            identity["torch_threads"] = environment.get("torch_threads")
     match = _RUN_NAME.match(run_dir.name)
     if match:  # the folder name stands in for what config.json does not say
         fallback = {"method": match["method"], "seed": int(match["seed"])}
