@@ -123,13 +123,8 @@ def paired_table(
     run_root: str | Path | pd.DataFrame,
     pairs: Iterable[tuple[str, str]] = DEFAULT_PAIRS,
     metrics: Iterable[str] = qtable.METRICS,
-    confidence: float = 0.95,
 ) -> pd.DataFrame:
     """One row per (pair, metric), with the fields of `PairedComparison` as columns."""
     runs = _runs(run_root)
-    rows = [
-        paired_comparison(runs, a, b, metric, confidence).as_dict()
-        for a, b in pairs
-        for metric in metrics
-    ]
+    rows = [paired_comparison(runs, a, b, metric).as_dict() for a, b in pairs for metric in metrics]
     return pd.DataFrame(rows, columns=list(PairedComparison.__dataclass_fields__))
