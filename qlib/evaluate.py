@@ -1,16 +1,15 @@
-"""What notebooks 03 and 04 compute beyond training and the headline metrics: one training
-iteration taken apart (notebook 03), nearest neighbours, metrics per coarse class, the distances
-of a quadruplet selection under a model, a 2-D UMAP, display images (notebook 04).
+"""What notebooks 03 (one training iteration taken apart) and 04 (neighbours, metrics per
+coarse class, selection distances, UMAP, display images) compute beyond training.
 
 Shapes: N = test (or bank) size, d = embedding dimension, K = neighbours, B = anchors.
-Distances are Euclidean (the SPEC), neighbours exclude the query itself, ties go to the lowest
-index.
+Distances are Euclidean (the SPEC).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,28 +19,7 @@ import torch
 from torch import Tensor
 
 from . import checks
-
-__all__ = [
-    "DISTANCE_COLUMNS",
-    "IterationDissection",
-    "dissect_iteration",
-    "dissection_images",
-    "first_iteration_check",
-    "distance_summary",
-    "histogram_method",
-    "json_records",
-    "load_display_images",
-    "nearest_neighbors",
-    "per_coarse_metrics",
-    "pick_queries",
-    "principal_components",
-    "retrieval_hits",
-    "selection_distances",
-    "umap_2d",
-    "umap_neighbors",
-]
-
-DISTANCE_COLUMNS = ("d_rpp", "d_rpn", "d_rn")  # D(R,P+), D(R,P-), D(R,N)
+from .logs import DISTANCES as DISTANCE_COLUMNS  # D(R,P+), D(R,P-), D(R,N)
 
 
 def nearest_neighbors(embeddings: Tensor, k: int, chunk_size: int = 1024) -> Tensor:
@@ -58,8 +36,7 @@ def nearest_neighbors(embeddings: Tensor, k: int, chunk_size: int = 1024) -> Ten
         rows = torch.arange(block.shape[0])
         dist[rows, rows + start] = float("inf")
         # A stable sort keeps equal distances in index order.
-        order = torch.sort(dist, dim=1, stable=True).indices[:, :k]
-        out.append(order)
+        out.append(torch.sort(dist, dim=1, stable=True).indices[:, :k])
     return torch.cat(out)
 
 
@@ -109,10 +86,8 @@ def per_coarse_metrics(
             hits = fine_hits[members, : min(k, k_max)].any(dim=1)
             row[f"R@{k}"] = 100.0 * hits.float().mean().item()
         row["coarse_R@1"] = 100.0 * coarse_hit1[members].float().mean().item()
-        if n_fine >= 2:
-            row["NMI"] = 100.0 * float(nmi(embeddings[members], fine[members], seed=seed))
-        else:
-            row["NMI"] = float("nan")
+        within = nmi(embeddings[members], fine[members], seed=seed) if n_fine >= 2 else math.nan
+        row["NMI"] = 100.0 * float(within)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -139,13 +114,10 @@ def selection_distances(
             "no valid anchor in the bank; expected a coarse class with two fine classes."
         )
     anchors = sample_anchors(valid, n_anchors, generator=generator)
-    quads = select_quadruplets(bank, fine, coarse, anchors, method, generator=generator)
-    anchor = bank[quads[:, 0]]
-    distances = {
-        name: torch.linalg.vector_norm(bank[quads[:, col]] - anchor, dim=1).numpy()
-        for col, name in enumerate(DISTANCE_COLUMNS, start=1)
-    }
-    return pd.DataFrame(distances)
+    quads, fallbacks = select_quadruplets(
+        bank, fine, coarse, anchors, method, generator=generator, return_fallbacks=True
+    )
+    return _quadruplet_rows(method, quads, fallbacks, bank)[list(DISTANCE_COLUMNS)]
 
 
 def distance_summary(distances: pd.DataFrame) -> dict:
@@ -160,16 +132,15 @@ def distance_summary(distances: pd.DataFrame) -> dict:
 
 
 def umap_neighbors(n_points: int, requested: int) -> int:
-    """UMAP's `n_neighbors` for `n_points` points: the requested value capped at N - 1 (UMAP
-    needs fewer neighbours than points), at least 2."""
+    """UMAP's `n_neighbors`: `requested` (at least 2) capped at N - 1, as UMAP needs fewer
+    neighbours than points."""
     if n_points < 3:
         raise ValueError(f"UMAP needs at least 3 points, got {n_points}.")
     return min(checks.integer("n_neighbors", requested, 2), n_points - 1)
 
 
 def umap_2d(embeddings: Tensor, n_neighbors: int = 15, seed: int = 0) -> np.ndarray:
-    """(N, d) -> (N, 2) UMAP coordinates; `n_neighbors` is capped at N - 1 (UMAP needs fewer
-    neighbours than points) and the layout is seeded."""
+    """(N, d) -> (N, 2) seeded UMAP coordinates (`n_neighbors` capped by `umap_neighbors`)."""
     import umap
 
     x = checks.embeddings("embeddings", embeddings).cpu().numpy()
@@ -218,6 +189,14 @@ def json_records(frame: pd.DataFrame) -> list[dict]:
 # ----------------------------------------------------------------------------------------------
 
 QUADRUPLET_COLUMNS = ("R", "P+", "P-", "N")
+# Each distance of _quadruplet_rows: between the members of columns i and j.
+_MEMBER_DISTANCES = {
+    "d_rpp": (1, 0),
+    "d_rpn": (2, 0),
+    "d_rn": (3, 0),
+    "d_npp": (1, 3),
+    "d_npn": (2, 3),
+}
 
 
 @dataclass
@@ -250,16 +229,14 @@ class IterationDissection:
 
 
 def dissect_iteration(
-    config, methods: Sequence[str] = ("random", "method1", "method2"), data=None
+    config, methods: Sequence[str] = ("random", "method1", "method2")
 ) -> IterationDissection:
     """Take the first training iteration of `config` (a qlib.train.TrainConfig) apart, for
     each quadruplet selection in `methods` on the same anchors (Section 3.3, eq. 6).
 
-    The network is built exactly as `qlib.train.train(config)` initialises it; the B anchors
-    come from the run's own anchor generator; each method starts from the generator state the
-    trainer's iteration 1 has (so the run's own method picks exactly what it picks); eq. 6's
-    parts come from `qlib.train.train_step` on a copy of the network. Nothing is written.
-    `data`: the run's `qlib.train.build_datasets(config)` if at hand.
+    Network, anchors and the generator state of each selection are the trainer's iteration 1
+    (so the run's own method picks exactly what it picks); eq. 6's parts come from
+    `qlib.train.train_step` on a copy of the network. Nothing is written.
     """
     from . import miners
     from .train import build_datasets, initial_model
@@ -269,7 +246,7 @@ def dissect_iteration(
     if unknown or not methods:
         raise ValueError(f"methods must be some of {miners.METHODS}, got {list(methods)}.")
     device = resolve_device(config.device)
-    data = build_datasets(config) if data is None else data
+    data = build_datasets(config)
     model = initial_model(config, data, device)
     bank = _initial_bank(config, data, model, device)
     anchor_generator = torch.Generator().manual_seed(config.seed)  # the trainer's
@@ -353,16 +330,12 @@ def _quadruplet_rows(
     method: str, quadruplets: Tensor, fallbacks: Tensor, bank: Tensor
 ) -> pd.DataFrame:
     """One row per anchor: the picks, their bank distances and the fallbacks."""
-
-    def distance(a: int, b: int) -> np.ndarray:
-        members = bank[quadruplets[:, a]] - bank[quadruplets[:, b]]
-        return torch.linalg.vector_norm(members, dim=1).numpy()
-
     frame = pd.DataFrame(quadruplets.numpy(), columns=list(QUADRUPLET_COLUMNS))
     frame.insert(0, "row", np.arange(len(frame)))
     frame.insert(0, "method", method)
-    frame["d_rpp"], frame["d_rpn"], frame["d_rn"] = distance(1, 0), distance(2, 0), distance(3, 0)
-    frame["d_npp"], frame["d_npn"] = distance(1, 3), distance(2, 3)
+    for name, (i, j) in _MEMBER_DISTANCES.items():
+        members = bank[quadruplets[:, i]] - bank[quadruplets[:, j]]
+        frame[name] = torch.linalg.vector_norm(members, dim=1).numpy()
     frame["fallback_pos"], frame["fallback_neg"] = fallbacks[:, 0].numpy(), fallbacks[:, 1].numpy()
     return frame
 

@@ -1,9 +1,5 @@
-"""The one training-log schema, shared by the image trainer (`qlib.train`) and the toy trainer
-(`qlib.toy`), so that one curve plotter (`qlib.plots`) draws both.
-
-A log is a table with one row per iteration (a CSV file `log.csv` in a run folder, or a
-DataFrame for the toy). Columns a trainer does not fill stay empty (NaN).
-"""
+"""The one training-log schema of the image trainer (`log.csv`) and the toy (a DataFrame), so
+that one curve plotter draws both: one row per iteration, NaN where a trainer fills nothing."""
 
 from __future__ import annotations
 
@@ -46,12 +42,6 @@ DISTANCES = ("d_rpp", "d_rpn", "d_rn")
 TIME_COLUMNS = tuple(c for c in LOG_COLUMNS if c.startswith("time_"))
 
 
-def check_row(row: dict[str, Any]) -> None:
-    unknown = sorted(set(row) - set(LOG_COLUMNS))
-    if unknown:
-        raise ValueError(f"log columns {unknown} are not in qlib.logs.LOG_COLUMNS.")
-
-
 class LogWriter:
     """`log.csv`, one row per iteration, appended and flushed as training goes."""
 
@@ -65,7 +55,7 @@ class LogWriter:
             self.handle.flush()
 
     def write(self, row: dict[str, Any]) -> None:
-        check_row(row)
+        # DictWriter refuses a column that is not in LOG_COLUMNS.
         self.writer.writerow({k: _csv_value(v) for k, v in row.items()})
         self.handle.flush()
 
@@ -101,6 +91,7 @@ def truncate_log(path: str | Path, last_iteration: int) -> None:
 
 def as_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """In-memory rows (the toy's) -> a DataFrame with the schema's columns, in schema order."""
-    for row in rows:
-        check_row(row)
+    unknown = sorted({key for row in rows for key in row} - set(LOG_COLUMNS))
+    if unknown:
+        raise ValueError(f"log columns {unknown} are not in qlib.logs.LOG_COLUMNS.")
     return pd.DataFrame(rows, columns=list(LOG_COLUMNS)).dropna(axis=1, how="all")

@@ -203,20 +203,6 @@ def test_unfinished_run_is_counted_not_averaged(run_root):
     assert "1 unfinished run(s)" in table.to_markdown(result)
 
 
-def test_compact_markdown_cells(run_root):
-    result = table.build_table1(table.collect_runs(run_root))
-    markdown = table.to_markdown(result, layout="compact")
-    header = [c.strip() for c in markdown.splitlines()[0].strip("|").split("|")]
-    assert header == ["Method", "Seeds", *table.METRICS]
-    line = next(line for line in markdown.splitlines() if "Proposed Method 1" in line)
-    cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[2] == f"55.50 (64.85; {55.5 - 64.85:+.2f})".replace("-", "−")
-    random_line = next(line for line in markdown.splitlines() if "Random Quadruplet" in line)
-    assert [c.strip() for c in random_line.strip("|").split("|")][2] == f"{table.MISSING} (61.49)"
-    with pytest.raises(ValueError, match="layout"):
-        table.to_markdown(result, layout="tall")
-
-
 # ----------------------------------------------------------------------------------------------
 # Every row filled, how the rows were trained, paired differences in the markdown
 # ----------------------------------------------------------------------------------------------
