@@ -371,14 +371,11 @@ def train_toy_embedding(
     *,
     warmup_steps: int = 0,
 ) -> ToyTrainingHistory:
-    """Train a ToyEmbeddingNet on the toy's training classes with one method of TRAIN_METHODS.
-
-    Every iteration is a `toy_step` on `batch_size` anchors from `sample_anchors`. Every method
-    starts from the same weights and sees the same anchors (seeded by `seed`); Adam, not the
-    paper's SGD, so the toy converges in a few hundred steps. The first `warmup_steps` of a
-    quadruplet method select "random" quadruplets (a stand-in for the paper's pretrained
-    start). Every `snapshot_every` steps: a snapshot and held-out Recall@1. One CPU thread.
-    """
+    """Train a ToyEmbeddingNet on the toy's training classes with one method of TRAIN_METHODS:
+    `toy_step` on `batch_size` anchors, Adam (converges in a few hundred steps, unlike the
+    paper's SGD), the same initial weights and anchors for every method (seeded by `seed`). The
+    first `warmup_steps` select "random" quadruplets (a stand-in for the pretrained start); a
+    snapshot and held-out Recall@1 every `snapshot_every` steps. One CPU thread."""
     if method not in TRAIN_METHODS:
         raise ValueError(f"method must be one of {TRAIN_METHODS}, got {method!r}.")
     steps = checks.integer("steps", steps, 1)
