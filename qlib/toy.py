@@ -1,29 +1,21 @@
 """A hierarchical toy that makes quadruplet selection visible (notebook 02), and a tiny trainer.
 
-The toy has the shape of the paper's Fig. 2: coarse classes are regions of the plane (centres on
-a circle), fine classes are overlapping Gaussian sub-clusters inside their coarse region. Fine
-class `c * n_fine_per_coarse + f` belongs to coarse class `c`; the last `n_held_out_per_coarse`
-fine classes of every coarse class are held out of training, so Recall@1 on them measures
-zero-shot retrieval as in the paper's protocol (train and test share no fine class).
+The toy has the shape of the paper's Fig. 2: coarse classes are regions of the plane, fine
+classes overlapping Gaussian sub-clusters inside them. Fine class `c * n_fine_per_coarse + f`
+belongs to coarse class `c`; the last `n_held_out_per_coarse` fine classes of every coarse class
+are held out of training, so Recall@1 on them measures zero-shot retrieval as in the paper.
 
-With `dim > 2` the same 2D structure (identical for a given seed, whatever `dim`) is hidden in a
-higher-dimensional space: nuisance dimensions of noise are appended, the whole is rotated by a
-random orthogonal matrix and bent by a random smooth non-linearity. A small MLP must learn to
-undo this to recover a useful 2D embedding, so training has something to learn.
-
-The trainer embeds into 2D and L2-normalises (`normalize=True`, the default): the margins
-0.7 / 0.3 of eq. 5 and eq. 3 assume bounded distances, and on the unit circle a distance is a
-chord in [0, 2]. The picture is also the clearest: every class becomes an arc of the circle, and
-training is seen as arcs separating. Every pick comes from `qlib.miners` and every loss value
-from `qlib.losses`; this module only wires them to the toy.
+The trainer embeds into 2D and L2-normalises: the margins 0.7 / 0.3 of eq. 5 and eq. 3 assume
+bounded distances (a chord of the unit circle is in [0, 2]), and every class becomes an arc.
+Every pick comes from `qlib.miners`, every loss value from `qlib.losses`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -40,37 +32,19 @@ from .metrics import recall_at_k
 from .miners import METHODS, sample_anchors, select_quadruplets, valid_anchors
 from .utils import seed_everything, write_json
 
-__all__ = [
-    "TRAIN_METHODS",
-    "ToyData",
-    "ToyEmbeddingNet",
-    "ToyOutput",
-    "ToyTrainingHistory",
-    "anchor_quadruplets",
-    "final_recall",
-    "make_toy",
-    "mining_statistics",
-    "mining_summary",
-    "pick_fig2_anchor",
-    "random_triplets",
-    "save_histories",
-    "toy_step",
-    "triplet_baseline",
-    "train_toy_embedding",
-]
-
 # The quadruplet methods of qlib.miners plus the triplet baseline (eq. 2, random triplets).
 TRAIN_METHODS = (*METHODS, "triplet")
-
-
-# ----------------------------------------------------------------------------------------------
-# The toy data
-# ----------------------------------------------------------------------------------------------
+# The toy's geometry: neighbouring coarse centres 3.8 apart, fine centres on a circle of radius
+# 1 around them, points with std 0.55 (neighbouring fine classes overlap); with dim > 2,
+# nuisance dimensions of std 1 and a bend of 0.5.
+COARSE_SEPARATION, FINE_RADIUS, FINE_STD, NUISANCE_STD, BEND = 3.8, 1.0, 0.55, 1.0, 0.5
+TRIPLET_MARGIN = 0.2  # the triplet baseline's margin in eq. 2
+HIDDEN = 64  # width of the toy MLP's hidden layers
 
 
 @dataclass(frozen=True)
 class ToyData:
-    """A hierarchical toy set. N points; fine class f lies in exactly one coarse class.
+    """A hierarchical toy set of N points; fine class f lies in exactly one coarse class.
 
     points (N, dim) float32: what a model sees (equal to `plane` when dim == 2);
     fine (N,) long, coarse (N,) long: labels; plane (N, 2) float32: the 2D structure;
@@ -88,15 +62,7 @@ class ToyData:
 
     def subset(self, mask: Tensor) -> ToyData:
         """The points where `mask` (N,) bool is True, labels unchanged."""
-        if mask.dtype != torch.bool or mask.shape != (len(self),):
-            raise ValueError(f"mask must be a bool tensor of shape ({len(self)},).")
-        return ToyData(
-            self.points[mask],
-            self.fine[mask],
-            self.coarse[mask],
-            self.plane[mask],
-            self.held_out[mask],
-        )
+        return ToyData(*(getattr(self, field.name)[mask] for field in fields(self)))
 
 
 def make_toy(
@@ -107,20 +73,11 @@ def make_toy(
     seed: int = 0,
     *,
     n_held_out_per_coarse: int = 1,
-    coarse_separation: float = 3.8,
-    fine_radius: float = 1.0,
-    fine_std: float = 0.55,
-    nuisance_std: float = 1.0,
-    bend: float = 0.5,
 ) -> ToyData:
-    """A deterministic hierarchical toy of n_coarse * n_fine_per_coarse * points_per_class points.
+    """A deterministic toy of n_coarse * n_fine_per_coarse * points_per_class points.
 
-    Coarse centres sit on a circle, neighbours `coarse_separation` apart; the fine centres of a
-    coarse class on a circle of radius `fine_radius` around it (random phase); points are
-    Gaussian with std `fine_std` around their fine centre, so neighbouring fine classes overlap.
-    With dim > 2 the standardised plane is joined by dim - 2 nuisance dimensions of std
-    `nuisance_std`, rotated by a random orthogonal matrix Q and bent: x -> x + bend * tanh(x W).
-    The plane depends on the seed only, never on `dim`.
+    Points are Gaussian around their fine centre (`_fine_centres`). With dim > 2 the plane is
+    hidden in dim dimensions (`_hide_in_higher_dimensions`); the plane depends on the seed only.
     """
     n_coarse = checks.integer("n_coarse", n_coarse, 2)  # a negative needs another coarse class
     n_fine_per_coarse = checks.integer("n_fine_per_coarse", n_fine_per_coarse, 2)
@@ -133,60 +90,42 @@ def make_toy(
             "every coarse class needs at least 2 training fine classes (an anchor needs a P-), "
             f"got n_fine_per_coarse={n_fine_per_coarse} and n_held_out_per_coarse={n_held_out}."
         )
-    coarse_separation = checks.number("coarse_separation", coarse_separation, 0, exclusive=True)
-    fine_radius = checks.number("fine_radius", fine_radius, 0)
-    fine_std = checks.number("fine_std", fine_std, 0, exclusive=True)
-    nuisance_std = checks.number("nuisance_std", nuisance_std, 0)
-    bend = checks.number("bend", bend, 0)
 
     generator = torch.Generator().manual_seed(seed)
-    centres = _fine_centres(n_coarse, n_fine_per_coarse, coarse_separation, fine_radius, generator)
+    centres = _fine_centres(n_coarse, n_fine_per_coarse, generator)
     fine = torch.arange(len(centres)).repeat_interleave(points_per_class)
-    plane = centres[fine] + fine_std * torch.randn(len(fine), 2, generator=generator)
+    plane = centres[fine] + FINE_STD * torch.randn(len(fine), 2, generator=generator)
     points = plane.clone()
     if dim > 2:
-        points = _hide_in_higher_dimensions(plane, dim, nuisance_std, bend, generator)
+        points = _hide_in_higher_dimensions(plane, dim, generator)
     held_out = (fine % n_fine_per_coarse) >= n_fine_per_coarse - n_held_out
     return ToyData(points.float(), fine, fine // n_fine_per_coarse, plane.float(), held_out)
 
 
-def _fine_centres(
-    n_coarse: int, n_fine_per_coarse: int, separation: float, radius: float, generator
-) -> Tensor:
-    """(n_coarse * n_fine_per_coarse, 2): coarse centres on a circle, neighbours `separation`
-    apart (random rotation), each with its fine centres on a circle of `radius` around it."""
-    coarse_radius = separation / (2 * math.sin(math.pi / n_coarse))
+def _fine_centres(n_coarse: int, n_fine_per_coarse: int, generator) -> Tensor:
+    """(n_coarse * n_fine_per_coarse, 2): coarse centres on a circle, neighbours
+    COARSE_SEPARATION apart (random rotation), each with its fine centres on a circle of
+    radius FINE_RADIUS around it (random phase)."""
+    coarse_radius = COARSE_SEPARATION / (2 * math.sin(math.pi / n_coarse))
     coarse_angle = 2 * math.pi * torch.arange(n_coarse) / n_coarse
     coarse_angle = coarse_angle + 2 * math.pi * torch.rand((), generator=generator)
     coarse_centre = coarse_radius * torch.stack([coarse_angle.cos(), coarse_angle.sin()], 1)
     fine_phase = 2 * math.pi * torch.rand(n_coarse, 1, generator=generator)
     fine_angle = fine_phase + 2 * math.pi * torch.arange(n_fine_per_coarse) / n_fine_per_coarse
-    fine_offset = radius * torch.stack([fine_angle.cos(), fine_angle.sin()], -1)
+    fine_offset = FINE_RADIUS * torch.stack([fine_angle.cos(), fine_angle.sin()], -1)
     return (coarse_centre[:, None, :] + fine_offset).reshape(-1, 2)
 
 
-def _hide_in_higher_dimensions(
-    plane: Tensor, dim: int, nuisance_std: float, bend: float, generator
-) -> Tensor:
+def _hide_in_higher_dimensions(plane: Tensor, dim: int, generator) -> Tensor:
     """(N, 2) -> (N, dim): the standardised plane beside dim - 2 noise dimensions, rotated by a
-    random orthogonal matrix and bent by x -> x + bend * tanh(x W)."""
+    random orthogonal matrix and bent by x -> x + BEND * tanh(x W). A small MLP must undo this
+    to recover a useful 2D embedding, so training has something to learn."""
     standard = (plane - plane.mean(0)) / plane.std()
-    nuisance = nuisance_std * torch.randn(len(plane), dim - 2, generator=generator)
+    nuisance = NUISANCE_STD * torch.randn(len(plane), dim - 2, generator=generator)
     rotation, _ = torch.linalg.qr(torch.randn(dim, dim, generator=generator))
     points = torch.cat([standard, nuisance], 1) @ rotation
     bend_weights = torch.randn(dim, dim, generator=generator) / math.sqrt(dim)
-    return points + bend * torch.tanh(points @ bend_weights)
-
-
-# ----------------------------------------------------------------------------------------------
-# Mining on a fixed bank (Fig. 2 and its statistics)
-# ----------------------------------------------------------------------------------------------
-
-
-def _check_bank(bank: Tensor, fine: Tensor, coarse: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    bank = checks.embeddings("bank", bank)
-    n = bank.shape[0]
-    return bank, checks.labels("fine", fine, n), checks.labels("coarse", coarse, n)
+    return points + BEND * torch.tanh(points @ bend_weights)
 
 
 def anchor_quadruplets(
@@ -198,22 +137,14 @@ def anchor_quadruplets(
     seed: int = 0,
 ) -> tuple[dict[str, list[int]], dict[str, list[bool]]]:
     """The quadruplet (R, P+, P-, N) that each method picks for one anchor of a (N, d) bank,
-    and its fallbacks (P+, P-), both keyed by method; picks come from select_quadruplets."""
-    bank, fine, coarse = _check_bank(bank, fine, coarse)
-    anchor = checks.integer("anchor", anchor)
-    if not 0 <= anchor < len(bank):
-        raise ValueError(f"anchor must be a bank index in [0, {len(bank)}), got {anchor}.")
-    if not bool(valid_anchors(fine, coarse)[int(anchor)]):
-        raise ValueError(f"anchor {anchor} cannot anchor a quadruplet (no P+, P- or N for it).")
-    anchors = torch.tensor([int(anchor)])
+    and its fallbacks (P+, P-), both keyed by method. select_quadruplets checks the anchor."""
     quads, fallbacks = {}, {}
     for method in methods:
         generator = torch.Generator().manual_seed(seed)
         quad, fallback = select_quadruplets(
-            bank, fine, coarse, anchors, method, generator, return_fallbacks=True
+            bank, fine, coarse, torch.tensor([anchor]), method, generator, return_fallbacks=True
         )
-        quads[method] = [int(i) for i in quad[0]]
-        fallbacks[method] = [bool(f) for f in fallback[0]]
+        quads[method], fallbacks[method] = quad[0].tolist(), fallback[0].tolist()
     return quads, fallbacks
 
 
@@ -224,10 +155,7 @@ def pick_fig2_anchor(bank: Tensor, fine: Tensor, coarse: Tensor, seed: int = 0) 
     and some same-coarse points lie inside the circle of radius D(R, N) (so the circle matters).
     Falls back on weaker anchors when no anchor meets every condition.
     """
-    bank, fine, coarse = _check_bank(bank, fine, coarse)
     anchors = torch.nonzero(valid_anchors(fine, coarse)).flatten()
-    if len(anchors) == 0:
-        raise ValueError("no valid anchor in the bank: no coarse class has two fine classes.")
     q1, f1 = select_quadruplets(bank, fine, coarse, anchors, "method1", return_fallbacks=True)
     q2, f2 = select_quadruplets(bank, fine, coarse, anchors, "method2", return_fallbacks=True)
     no_fallback = ~(f1.any(1) | f2.any(1))
@@ -249,40 +177,29 @@ def mining_statistics(
     fine: Tensor,
     coarse: Tensor,
     n_anchors: int = 200,
-    methods: Iterable[str] = METHODS,
+    methods: Sequence[str] = METHODS,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Distances and fallbacks of each method's picks for the same `n_anchors` anchors.
 
-    bank (N, d), fine (N,), coarse (N,). Returns one row per (method, anchor) with columns
-    method, anchor, d_rpp, d_rpn, d_rn (Euclidean, from qlib.losses.pairwise_distance) and
-    fallback_pos, fallback_neg (no P+ / P- candidate outside the circle of radius D(R, N)).
+    bank (N, d), fine (N,), coarse (N,). One row per (method, anchor): method, anchor, d_rpp,
+    d_rpn, d_rn (Euclidean) and fallback_pos, fallback_neg (no P+ / P- candidate outside the
+    circle of radius D(R, N)).
     """
-    bank, fine, coarse = _check_bank(bank, fine, coarse)
     n_anchors = checks.integer("n_anchors", n_anchors, 1)
-    anchors = sample_anchors(
-        valid_anchors(fine, coarse), n_anchors, torch.Generator().manual_seed(seed)
-    )
+    generator = torch.Generator().manual_seed(seed)
+    anchors = sample_anchors(valid_anchors(fine, coarse), n_anchors, generator)
     frames = []
     for method in methods:
         generator = torch.Generator().manual_seed(seed + 1)
         quads, fallbacks = select_quadruplets(
             bank, fine, coarse, anchors, method, generator, return_fallbacks=True
         )
-        ref = bank[quads[:, 0]]
-        frames.append(
-            pd.DataFrame(
-                {
-                    "method": method,
-                    "anchor": quads[:, 0].numpy(),
-                    "d_rpp": pairwise_distance(ref, bank[quads[:, 1]]).numpy(),
-                    "d_rpn": pairwise_distance(ref, bank[quads[:, 2]]).numpy(),
-                    "d_rn": pairwise_distance(ref, bank[quads[:, 3]]).numpy(),
-                    "fallback_pos": fallbacks[:, 0].numpy(),
-                    "fallback_neg": fallbacks[:, 1].numpy(),
-                }
-            )
-        )
+        columns = {"method": method, "anchor": quads[:, 0].numpy()}
+        for k, name in enumerate(("d_rpp", "d_rpn", "d_rn"), start=1):
+            columns[name] = pairwise_distance(bank[quads[:, 0]], bank[quads[:, k]]).numpy()
+        columns["fallback_pos"], columns["fallback_neg"] = fallbacks.numpy().T
+        frames.append(pd.DataFrame(columns))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -311,41 +228,31 @@ def mining_summary(stats: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-# ----------------------------------------------------------------------------------------------
-# A tiny embedding trained with each method
-# ----------------------------------------------------------------------------------------------
-
-
 class ToyOutput(NamedTuple):
-    embedding: Tensor  # (N, 2), L2-normalised when the net normalises
+    embedding: Tensor  # (N, 2), L2-normalised
     coarse_logits: Tensor  # (N, k1)
     fine_logits: Tensor  # (N, k2)
 
 
 class ToyEmbeddingNet(nn.Module):
-    """MLP (in_dim -> hidden -> hidden -> 2) with coarse and fine linear heads.
+    """MLP (in_dim -> HIDDEN -> HIDDEN -> 2) with coarse and fine linear heads that read the
+    embedding before normalisation, as in qlib.model.EmbeddingNet."""
 
-    As in qlib.model.EmbeddingNet, the heads read the embedding before normalisation.
-    """
-
-    def __init__(
-        self, in_dim: int, n_coarse: int, n_fine: int, hidden: int = 64, normalize: bool = True
-    ) -> None:
+    def __init__(self, in_dim: int, n_coarse: int, n_fine: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Linear(in_dim, hidden),
+            nn.Linear(in_dim, HIDDEN),
             nn.ReLU(),
-            nn.Linear(hidden, hidden),
+            nn.Linear(HIDDEN, HIDDEN),
             nn.ReLU(),
-            nn.Linear(hidden, 2),
+            nn.Linear(HIDDEN, 2),
         )
         self.coarse_head = nn.Linear(2, n_coarse)
         self.fine_head = nn.Linear(2, n_fine)
-        self.normalize = normalize
 
     def forward(self, x: Tensor) -> ToyOutput:
         raw = self.body(x)
-        embedding = nn.functional.normalize(raw, dim=1) if self.normalize else raw
+        embedding = nn.functional.normalize(raw, dim=1)
         return ToyOutput(embedding, self.coarse_head(raw), self.fine_head(raw))
 
 
@@ -353,11 +260,9 @@ class ToyEmbeddingNet(nn.Module):
 class ToyTrainingHistory:
     """What `train_toy_embedding` records for one method, in a training run's shapes.
 
-    log: one row per iteration in `qlib.logs`' schema (iteration, lr, loss parts, d_rpp / d_rpn /
-    d_rn, fallback_pos / fallback_neg); metrics: one entry {"iteration", "R@1"} per snapshot,
-    Recall@1 of the held-out fine classes in percent, as in a run's metrics.json (iteration 0 =
-    before training, the last = the final iteration); snapshots (S, N, 2): the embedding of every
-    toy point (training and held out) at those iterations.
+    log: one row per iteration in `qlib.logs`' schema; metrics: one entry {"iteration", "R@1"}
+    per snapshot (held-out Recall@1 in percent, iteration 0 = before training), as in a run's
+    metrics.json; snapshots (S, N, 2): the embedding of every toy point at those iterations.
     """
 
     method: str
@@ -383,7 +288,7 @@ def triplet_baseline(
     embedding: Tensor, fine: Tensor, anchors: Tensor, generator: torch.Generator, margin: float
 ) -> LossOutput:
     """The triplet baseline: eq. 2 on `random_triplets` of the anchors, averaged over the batch.
-    embedding (N, d), fine (N,), anchors (B,) -> LossOutput(total, parts)."""
+    embedding (N, d), fine (N,), anchors (B,)."""
     triplets = embedding[random_triplets(fine, anchors, generator)]
     d_rp = pairwise_distance(triplets[:, 0], triplets[:, 1])
     d_rn = pairwise_distance(triplets[:, 0], triplets[:, 2])
@@ -402,12 +307,11 @@ def toy_step(
     generator: torch.Generator,
 ) -> dict[str, float]:
     """One iteration of the paper's loop on the toy: bank -> selection (Section 3.3) of the
-    anchors' quadruplets -> eq. 6 (`loss_fn`, a QuadrupletLoss) -> optimizer step. Returns the
-    log row's loss parts, mean distances and fallback shares, as floats.
+    anchors' quadruplets -> eq. 6 (`loss_fn`, a QuadrupletLoss; for selection "triplet" a
+    `triplet_baseline`) -> optimizer step. Returns the log row's values as floats.
 
-    The toy is tiny, so the bank is refreshed every iteration: the embedding of every training
-    point under the current weights, from the forward pass the loss uses. `train`'s fine labels
-    are the fine head's class ids. selection "triplet": `loss_fn` is a `triplet_baseline`.
+    The toy is tiny, so the bank (every training point under the current weights) is refreshed
+    every iteration. `train`'s fine labels are the fine head's class ids.
     """
     out = model(train.points)
     bank = out.embedding.detach()
@@ -417,7 +321,7 @@ def toy_step(
     else:
         quads, fallbacks = select_quadruplets(
             bank, train.fine, train.coarse, anchors, selection, generator, return_fallbacks=True
-        )  # (B, 4) indices R, P+, P-, N; (B, 2) bools
+        )
         r = quads[:, 0]
         total, parts = loss_fn(  # eq. 6: logits and labels of the anchors R
             out.embedding[quads],
@@ -431,8 +335,7 @@ def toy_step(
     optimizer.step()
     row = {name: float(value) for name, value in parts.items()}
     if fallbacks is not None:
-        share = fallbacks.float().mean(0)
-        row["fallback_pos"], row["fallback_neg"] = float(share[0]), float(share[1])
+        row["fallback_pos"], row["fallback_neg"] = fallbacks.float().mean(0).tolist()
     return row
 
 
@@ -466,23 +369,13 @@ def train_toy_embedding(
     lr: float = 1e-2,
     snapshot_every: int = 20,
     *,
-    hidden: int = 64,
-    normalize: bool = True,
-    triplet_margin: float = 0.2,
     warmup_steps: int = 0,
-    loss_kwargs: Mapping[str, float] | None = None,
 ) -> ToyTrainingHistory:
-    """Train a ToyEmbeddingNet on the toy's training classes with one method of TRAIN_METHODS.
-
-    Every iteration is `toy_step`: `sample_anchors` draws `batch_size` anchors, the method
-    selects their quadruplets on the current bank, `QuadrupletLoss` (eq. 6, sum over the batch,
-    `loss_kwargs` passed on) is minimised. "triplet": the same anchors with `random_triplets`
-    and the mean of eq. 2 (margin `triplet_margin`), no heads. Every method starts from the same
-    weights and sees the same anchors (seeded by `seed`); Adam with `lr`, not the paper's SGD,
-    so the toy converges in a few hundred steps. With `warmup_steps` > 0 the quadruplet methods
-    select "random" quadruplets for those first steps (a stand-in for the paper's pretrained
-    start). Every `snapshot_every` steps: a snapshot and held-out Recall@1. One CPU thread.
-    """
+    """Train a ToyEmbeddingNet on the toy's training classes with one method of TRAIN_METHODS:
+    `toy_step` on `batch_size` anchors, Adam (converges in a few hundred steps, unlike the
+    paper's SGD), the same initial weights and anchors for every method (seeded by `seed`). The
+    first `warmup_steps` select "random" quadruplets (a stand-in for the pretrained start); a
+    snapshot and held-out Recall@1 every `snapshot_every` steps. One CPU thread."""
     if method not in TRAIN_METHODS:
         raise ValueError(f"method must be one of {TRAIN_METHODS}, got {method!r}.")
     steps = checks.integer("steps", steps, 1)
@@ -497,12 +390,10 @@ def train_toy_embedding(
 
     anchor_generator = seed_everything(seed)  # also seeds the weights: the same for every method
     pick_generator = torch.Generator().manual_seed(seed + 1)
-    train, model = _toy_model(toy, hidden, normalize)
+    train, model = _toy_model(toy)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    if method == "triplet":
-        loss_fn = partial(triplet_baseline, margin=triplet_margin)
-    else:
-        loss_fn = QuadrupletLoss(**(loss_kwargs or {}))
+    triplet = partial(triplet_baseline, margin=TRIPLET_MARGIN)
+    loss_fn = triplet if method == "triplet" else QuadrupletLoss()
     valid = valid_anchors(train.fine, train.coarse)
 
     snapshot, entry = _snapshot(model, toy, 0)
@@ -519,13 +410,13 @@ def train_toy_embedding(
     return ToyTrainingHistory(method, as_frame(rows), metrics, np.stack(snapshots))
 
 
-def _toy_model(toy: ToyData, hidden: int, normalize: bool) -> tuple[ToyData, ToyEmbeddingNet]:
+def _toy_model(toy: ToyData) -> tuple[ToyData, ToyEmbeddingNet]:
     """The toy's training classes, with fine ids 0..k2-1 for the fine head (an order-preserving
     relabelling changes no pick), and a fresh ToyEmbeddingNet (weights from torch's global RNG)."""
     train = toy.subset(~toy.held_out)
     fine_classes, fine_ids = torch.unique(train.fine, return_inverse=True)
     n_coarse = int(toy.coarse.max()) + 1
-    model = ToyEmbeddingNet(toy.points.shape[1], n_coarse, len(fine_classes), hidden, normalize)
+    model = ToyEmbeddingNet(toy.points.shape[1], n_coarse, len(fine_classes))
     return replace(train, fine=fine_ids), model
 
 
@@ -542,10 +433,9 @@ def save_histories(histories: Mapping[str, ToyTrainingHistory], folder: str | Pa
         (folder / method).mkdir(parents=True, exist_ok=True)
         history.log.to_csv(folder / method / "log.csv", index=False)
         write_json(folder / method / "metrics.json", history.metrics)
-    iterations = {method: h.metrics[-1]["iteration"] for method, h in histories.items()}
     summary = {
         "metric": "held-out Recall@1 (%)",
-        "iterations": iterations,
+        "iterations": {method: h.metrics[-1]["iteration"] for method, h in histories.items()},
         "recall_at_1": final_recall(histories),
     }
     write_json(folder / "final_recall.json", summary)

@@ -133,7 +133,7 @@ def test_mining_figures_draw(toy_runs, tmp_path):
     assert [len(ax.patches) for ax in fig.axes] == [1, 1, 0]  # the circle: not for Random
     assert all(len(ax.texts) == 3 + 4 for ax in fig.axes)  # arrows R -> P+, P-, N; role labels
     falls["method2"] = [True, False]
-    fig = plots.plot_mining_panels(data.plane, data.fine, data.coarse, quads, falls, zoom=False)
+    fig = plots.plot_mining_panels(data.plane, data.fine, data.coarse, quads, falls)
     assert "fallback: P+" in fig.axes[1].get_title()
     with pytest.raises(ValueError):
         plots.plot_mining_panels(data.plane, data.fine, data.coarse, {"random": [0, 1, 2]})

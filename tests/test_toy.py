@@ -76,8 +76,6 @@ def test_make_toy_is_deterministic_and_the_plane_ignores_dim():
         {"dim": 1},
         {"seed": -1},
         {"n_fine_per_coarse": 3, "n_held_out_per_coarse": 2},
-        {"fine_std": 0.0},
-        {"coarse_separation": float("nan")},
     ],
 )
 def test_make_toy_rejects_bad_input(kwargs):

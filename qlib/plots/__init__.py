@@ -1,16 +1,6 @@
-"""Every figure of the project, grouped by what it shows, in one fixed style.
-
-    scheme.py      the shared encodings: coarse class = colour, fine class = marker,
-                   quadruplet roles (R, P+, P-, N) and split colours
-    data.py        the dataset (notebook 01)
-    dissection.py  one training iteration taken apart (notebook 03)
-    mining.py      Fig. 2 panels, mining statistics, toy snapshots and animation (notebook 02)
-    training.py    training curves of a run or of several (notebooks 02, 03)
-    evaluation.py  UMAP, retrieval grid, distance histograms, per-coarse bars (notebook 04)
-    table.py       Table 1 bars and the paired differences (notebook 05)
-
-Plots draw from arrays and DataFrames; they never train or load checkpoints. Every figure is
-saved from code with `save_figure` (animations too, as GIFs).
+"""Every figure of the project in one fixed style, one module per notebook topic (`scheme`:
+the shared encodings). Plots draw from arrays and DataFrames; they never train or load
+checkpoints. Every figure is saved from code with `save_figure` (animations too, as GIFs).
 """
 
 from __future__ import annotations
@@ -64,29 +54,27 @@ __all__ = [
 ]
 
 FIGURES_DIR = repo_root() / "figures"
-STYLE = {"context": "notebook", "style": "whitegrid", "palette": "tab10"}
-DPI = 120
 
 
 def set_style() -> None:
     """The project's one plotting style (applied on import)."""
-    sns.set_theme(**STYLE)
-    plt.rcParams.update({"figure.dpi": DPI, "savefig.dpi": DPI, "savefig.bbox": "tight"})
+    sns.set_theme(context="notebook", style="whitegrid", palette="tab10")
+    plt.rcParams.update({"figure.dpi": 120, "savefig.dpi": 120, "savefig.bbox": "tight"})
 
 
 def save_figure(fig, name: str, folder: str | Path | None = None) -> Path:
     """Save a figure as `<folder>/<name>` (PNG unless `name` has a suffix), or a matplotlib
-    animation (GIF, 4 frames/s, written by Pillow: no external program) and close its figure;
+    animation as a GIF (4 frames/s, by Pillow: no external program) and close its figure;
     folder defaults to `figures/`. Returns the path."""
     folder = Path(folder) if folder is not None else FIGURES_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    if isinstance(fig, Animation):
-        path = folder / (name if Path(name).suffix else f"{name}.gif")
+    animation = isinstance(fig, Animation)
+    path = folder / (name if Path(name).suffix else f"{name}.{'gif' if animation else 'png'}")
+    if animation:
         fig.save(path, writer=PillowWriter(fps=4), dpi=80)
-        plt.close(fig._fig)  # the animation's figure is done with
-        return path
-    path = folder / (name if Path(name).suffix else f"{name}.png")
-    fig.savefig(path)
+        plt.close(fig._fig)
+    else:
+        fig.savefig(path)
     return path
 
 
@@ -99,13 +87,11 @@ def figures_folder(run_root: str | Path, smoke: bool, figures_dir: str | Path = 
 
 
 def figure_slider(draw, slider) -> None:
-    """Show the figure `draw(slider.value)` with the ipywidgets `slider` under it; moving the
-    slider redraws the figure in place.
+    """Show the figure `draw(slider.value)` above the ipywidgets `slider`, redrawn in place when
+    the slider moves.
 
-    Instead of `ipywidgets.interact`: interact draws into an Output widget, and papermill
-    (nbclient) intermittently hangs forever on a cell holding one (jupyter/nbclient#312). Here
-    the figure is a plain display updated through its display id, so a headless run shows the
-    first figure and never waits on the slider.
+    Not `ipywidgets.interact`: its Output widget intermittently hangs papermill (nbclient#312).
+    A plain display updated through its display id never waits on the slider in a headless run.
     """
     from IPython.display import display
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.lines import Line2D
 
-from .scheme import ROLES, as_numpy, class_legend, method_name, scatter_classes
+from .scheme import ROLES, as_numpy, class_legend, dot, method_name, scatter_classes
 
 METHOD_STYLE = {  # the method's marker in the distance strips, and its colour
     "random": ("o", "0.35"),
@@ -29,16 +28,11 @@ LOSS_PARTS = (  # column of IterationDissection.losses -> label; stacked, they s
 
 
 def plot_iteration_dissection(dissection, images: dict, n_rows: int = 3, title: str = ""):
-    """The picture of one iteration (`qlib.evaluate.IterationDissection`):
-
-    top left, the bank (every training image embedded by the initial network, first two
-    principal components; colour = coarse class, marker = fine class) with the first `n_rows`
-    anchors numbered; top right, eq. 6 for the whole batch per selection, as the stack of its
-    parts; then one row per anchor: the distances D(R, j) to every bank sample, split into the
-    P+ / P- / N candidate sets, with the radius D(R, N) of the hardest negative and each
-    selection's picks; beside them the images R, then P+, P-, N of each selection with
-    D(R, .) under each (* = fallback: no candidate outside the sphere, the farthest is taken).
-    `images`: {bank index: (H, W, 3) uint8} (`qlib.evaluate.dissection_images`).
+    """The picture of one iteration (`qlib.evaluate.IterationDissection`): the bank (first two
+    principal components) with the first `n_rows` anchors numbered, eq. 6 per selection as the
+    stack of its parts, then per anchor the distances D(R, j) to every bank sample by candidate
+    set with each selection's picks, and the images R, P+, P-, N of each selection (* =
+    fallback). `images`: {bank index: (H, W, 3) uint8} (`qlib.evaluate.dissection_images`).
     """
     quads = dissection.quadruplets
     methods = list(dict.fromkeys(quads["method"]))
@@ -123,7 +117,7 @@ def _draw_strip(ax, dissection, row: int, methods: list[str], legend: bool) -> N
     offsets = np.linspace(-0.3, 0.3, len(methods))
     for method, offset in zip(methods, offsets, strict=True):
         pick = quads[(quads["row"] == row) & (quads["method"] == method)].iloc[0]
-        marker, colour = METHOD_STYLE.get(method, ("o", "black"))
+        marker, colour = _method_style(method)
         for y, (role, _) in enumerate(BANDS):
             ax.scatter(
                 distance[int(pick[role])], y + offset, s=46, marker=marker, facecolors="none",
@@ -136,14 +130,14 @@ def _draw_strip(ax, dissection, row: int, methods: list[str], legend: bool) -> N
     ax.set_xlabel(f"R{row + 1} (bank index {anchor}): distance D(R, j) to every bank sample j",
                   fontsize=7.5)  # fmt: skip
     if legend:
-        handles = [
-            Line2D([], [], ls="", marker=METHOD_STYLE.get(m, ("o", "k"))[0], mfc="none",
-                   mec=METHOD_STYLE.get(m, ("o", "k"))[1], mew=1.5, label=method_name(m))
-            for m in methods
-        ]  # fmt: skip
+        handles = [dot(*_method_style(m), method_name(m), mfc="none", mew=1.5) for m in methods]
         ax.legend(
             handles=handles, fontsize=6.5, loc="upper right", title="picks", title_fontsize=6.5
         )
+
+
+def _method_style(method: str) -> tuple[str, str]:
+    return METHOD_STYLE.get(method, ("o", "black"))
 
 
 def _draw_images(fig, cell, picks, images: dict, methods: list[str], row: int) -> None:

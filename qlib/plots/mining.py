@@ -33,22 +33,15 @@ FIG2_LEGEND = {  # label -> line style
 ROLE_LABEL = {"fontsize": 13, "weight": "bold", "textcoords": "offset points", "xytext": (8, 8)}
 
 
-def _has_circle(method: str) -> bool:
-    return method != "random"  # Random draws N uniformly: no hardest negative, no circle
-
-
-def _view(points, quad_per_method: dict, zoom: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(lower, upper) corners shared by every panel: around the quadruplets and their circles
-    when `zoom`, else around all points."""
-    corners = [points]
-    if zoom:
-        corners = []
-        for method, quad in quad_per_method.items():
-            members = points[list(quad)]
-            radius = np.linalg.norm(members[3] - members[0]) if _has_circle(method) else 0.0
-            corners += [members, members[:1] - radius, members[:1] + radius]
+def _view(points, quads: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) corners shared by every panel: around the quadruplets and their circles."""
+    corners = []
+    for method, quad in quads.items():
+        members = points[quad]
+        radius = np.linalg.norm(members[3] - members[0]) if method != "random" else 0.0
+        corners += [members, members[:1] - radius, members[:1] + radius]
     corners = np.concatenate(corners)
-    margin = (0.25 if zoom else 0.05) * (corners.max(0) - corners.min(0)).max()
+    margin = 0.25 * (corners.max(0) - corners.min(0)).max()
     return corners.min(0) - margin, corners.max(0) + margin
 
 
@@ -56,7 +49,7 @@ def _draw_quadruplet(ax, points, fine, coarse, quad: list[int], method: str) -> 
     """The circle of radius D(R, N), arrows from X^R to its members (Method 1: also dotted lines
     from X^N to P+ and P-, the distance it minimises), and the members drawn large."""
     ref = points[quad[0]]
-    if _has_circle(method):
+    if method != "random":  # Random draws N uniformly: no hardest negative, no circle
         radius = float(np.linalg.norm(points[quad[3]] - ref))
         ax.add_patch(
             plt.Circle(ref, radius, fill=False, ls="--", lw=1.2, color="tab:red", alpha=0.8)
@@ -74,20 +67,12 @@ def _draw_quadruplet(ax, points, fine, coarse, quad: list[int], method: str) -> 
 
 
 def plot_mining_panels(
-    points,
-    fine,
-    coarse,
-    quad_per_method: dict,
-    fallbacks_per_method: dict | None = None,
-    panel_size: float = 4.6,
-    zoom: bool = True,
+    points, fine, coarse, quad_per_method: dict, fallbacks_per_method: dict | None = None
 ) -> plt.Figure:
-    """Fig. 2 reproduced: one panel per method (e.g. Method 1, Method 2, Random) on (N, 2) points.
+    """Fig. 2 reproduced: one panel per method on (N, 2) points, zoomed on the quadruplets.
 
-    quad_per_method: {method: (R, P+, P-, N) indices into points}. Each panel shows every point
-    (colour = coarse, marker = fine), X^R, X^N, the circle of radius D(R, N) around X^R, and the
-    X^{P+}, X^{P-} the method picked; fallbacks_per_method {method: (P+, P-) bools} marks a
-    fallback. `zoom`: show the region around the quadruplets (same limits in every panel).
+    quad_per_method: {method: (R, P+, P-, N) indices into points}; fallbacks_per_method
+    {method: (P+, P-) bools} marks a fallback.
     """
     points, fine, coarse = as_numpy(points), as_numpy(fine), as_numpy(coarse)
     if not quad_per_method:
@@ -95,9 +80,8 @@ def plot_mining_panels(
     quads = {method: [int(i) for i in quad] for method, quad in quad_per_method.items()}
     if any(len(quad) != 4 for quad in quads.values()):
         raise ValueError(f"each quadruplet must be 4 indices (R, P+, P-, N), got {quads}.")
-    lower, upper = _view(points, quads, zoom)
-    size = (panel_size * len(quads), panel_size + 0.9)
-    fig, axes = plt.subplots(1, len(quads), figsize=size, squeeze=False)
+    lower, upper = _view(points, quads)
+    fig, axes = plt.subplots(1, len(quads), figsize=(4.6 * len(quads), 5.5), squeeze=False)
     for ax, (method, quad) in zip(axes[0], quads.items(), strict=True):
         scatter_classes(ax, points, fine, coarse, size=26, alpha=0.35)
         _draw_quadruplet(ax, points, fine, coarse, quad, method)
@@ -105,8 +89,8 @@ def plot_mining_panels(
         fell = [role for role, f in zip(("P+", "P-"), fell, strict=True) if f]
         note = f"\nfallback: {', '.join(fell)} (farthest inside the circle)" if fell else ""
         ax.set_title(PANEL_TITLES.get(method, method) + note)
-        ax.set(aspect="equal", xlim=(lower[0], upper[0]), ylim=(lower[1], upper[1]))
-        ax.set(xticks=[], yticks=[])
+        limits = {"xlim": (lower[0], upper[0]), "ylim": (lower[1], upper[1])}
+        ax.set(aspect="equal", xticks=[], yticks=[], **limits)
     lines = [Line2D([], [], label=label, **style) for label, style in FIG2_LEGEND.items()]
     handles = class_legend(coarse, fine) + lines[: None if "method1" in quads else -1]
     legend = {"loc": "lower center", "ncol": 4, "fontsize": 9, "frameon": False}
@@ -116,9 +100,8 @@ def plot_mining_panels(
 
 
 def plot_mining_statistics(stats) -> plt.Figure:
-    """Left: how often each method falls back for P+ and P- (no candidate outside the circle).
-    Right: the distributions of D(R,P+), D(R,P-), D(R,N) each method's picks produce.
-    stats: the DataFrame of qlib.toy.mining_statistics (one row per method and anchor)."""
+    """From qlib.toy.mining_statistics: how often each method falls back for P+ and P- (left),
+    and the distributions of D(R,P+), D(R,P-), D(R,N) of its picks (right)."""
     needed = {"method", *DISTANCES, "fallback_pos", "fallback_neg"}
     if not needed <= set(stats.columns):
         raise ValueError(
@@ -147,29 +130,26 @@ def plot_mining_statistics(stats) -> plt.Figure:
     return fig
 
 
-def _snapshot_panel(ax, snapshot, fine, coarse, held_out, title: str, radius=1.15) -> None:
-    """One embedding snapshot on the unit circle; held-out points hollow, on a ring of `radius`."""
+def _snapshot_panel(ax, history, s: int, fine, coarse, held_out, radius=1.15) -> None:
+    """Snapshot `s` of a history on the unit circle; held-out points hollow, on a ring of `radius`
+    (they lie on the circle too)."""
     held_out = as_numpy(held_out).astype(bool)
-    points = as_numpy(snapshot) * np.where(held_out, radius, 1.0)[:, None]
+    snapshot = as_numpy(history.snapshots[s])
     ax.add_patch(plt.Circle((0, 0), 1.0, fill=False, color="0.8", lw=1))
+    points = snapshot * np.where(held_out, radius, 1.0)[:, None]
     scatter_classes(ax, points, fine, coarse, size=14, alpha=0.75, hollow=held_out)
-    lim = 1.1 * radius * max(1.0, float(np.abs(as_numpy(snapshot)).max()))
+    lim = 1.1 * radius * max(1.0, float(np.abs(snapshot).max()))
     ax.set(aspect="equal", xlim=(-lim, lim), ylim=(-lim, lim), xticks=[], yticks=[])
-    ax.set_title(title, fontsize=10)
-
-
-def _snapshot_title(history, s: int) -> str:
     entry = history.metrics[s]
-    name = method_name(history.method)
-    return f"{name}\niteration {entry['iteration']}, held-out R@1 {entry['R@1']:.0f}%"
+    title = f"iteration {entry['iteration']}, held-out R@1 {entry['R@1']:.0f}%"
+    ax.set_title(f"{method_name(history.method)}\n{title}", fontsize=10)
 
 
 def _evenly_spaced(n_snapshots: int, n: int) -> list[int]:
     return np.unique(np.linspace(0, n_snapshots - 1, min(n, n_snapshots)).round()).astype(int)
 
 
-def _check_histories(histories: dict) -> int:
-    """The number of snapshots every history has."""
+def _n_snapshots(histories: dict) -> int:
     if not histories:
         raise ValueError("histories is empty; give at least one {method: ToyTrainingHistory}.")
     return min(len(h.snapshots) for h in histories.values())
@@ -178,44 +158,39 @@ def _check_histories(histories: dict) -> int:
 def plot_toy_training_snapshots(
     histories: dict, fine, coarse, held_out, n_rows: int = 4, indices=None
 ) -> plt.Figure:
-    """The toy embedding over training: one column per method, one row per moment.
+    """The toy embedding over training: one column per method, one row per snapshot.
 
-    histories: {method: qlib.toy.ToyTrainingHistory} (snapshots (S, N, 2), metrics (S,)); fine,
-    coarse, held_out (N,) of the toy. Held-out points are drawn hollow on a ring just outside
-    the unit circle (they lie on it too). `indices`: the snapshots to show as rows (default:
-    `n_rows` evenly spaced from the first to the last).
+    histories: {method: qlib.toy.ToyTrainingHistory}; fine, coarse, held_out (N,) of the toy.
+    `indices`: the snapshots to show (default: `n_rows` evenly spaced, first to last).
     """
-    n_snapshots = _check_histories(histories)
+    n_snapshots = _n_snapshots(histories)
     rows = list(_evenly_spaced(n_snapshots, n_rows) if indices is None else indices)
     if not rows or not all(-n_snapshots <= s < n_snapshots for s in rows):
         raise ValueError(f"indices must be snapshot indices in [0, {n_snapshots}), got {indices}.")
-    legend_height = 0.8  # inches below the panels
-    height = 3 * len(rows) + legend_height
+    height = 3 * len(rows) + 0.8  # 0.8 inches for the legend below the panels
     size = (3 * len(histories), height)
     fig, axes = plt.subplots(len(rows), len(histories), figsize=size, squeeze=False)
     for j, history in enumerate(histories.values()):
         for i, s in enumerate(rows):
-            title = _snapshot_title(history, s)
-            _snapshot_panel(axes[i, j], history.snapshots[s], fine, coarse, held_out, title)
+            _snapshot_panel(axes[i, j], history, s, fine, coarse, held_out)
     handles = class_legend(coarse, fine, hollow_label="held-out fine class (outer ring)")
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, legend_height / height, 1, 1))
+    fig.tight_layout(rect=(0, 0.8 / height, 1, 1))
     return fig
 
 
 def animate_toy_training(histories: dict, fine, coarse, held_out, max_frames: int = 30):
-    """A matplotlib FuncAnimation of the toy embeddings over training, methods side by side
-    (at most `max_frames` evenly spaced snapshots). Save it with `save_figure` (a GIF)."""
+    """A FuncAnimation of the toy embeddings over training, methods side by side (at most
+    `max_frames` evenly spaced snapshots); `save_figure` writes it as a GIF."""
     from matplotlib.animation import FuncAnimation
 
-    n_snapshots = _check_histories(histories)
+    n_snapshots = _n_snapshots(histories)
     fig, axes = plt.subplots(1, len(histories), figsize=(2.6 * len(histories), 3.1), squeeze=False)
 
     def draw(s):
         for ax, history in zip(axes[0], histories.values(), strict=True):
             ax.clear()
-            title = _snapshot_title(history, s)
-            _snapshot_panel(ax, history.snapshots[s], fine, coarse, held_out, title)
+            _snapshot_panel(ax, history, s, fine, coarse, held_out)
         return []
 
     # Fixed margins: tight_layout would run before the first frame has titles.

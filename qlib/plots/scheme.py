@@ -81,7 +81,7 @@ def scatter_classes(
                 )
 
 
-def _dot(marker: str, colour, label: str, **style) -> Line2D:
+def dot(marker: str, colour, label: str, **style) -> Line2D:
     return Line2D([], [], ls="", marker=marker, color=colour, label=label, **style)
 
 
@@ -90,14 +90,14 @@ def class_legend(coarse, fine=None, names: dict | None = None, hollow_label: str
     fine-class marker when `fine` is given, one for hollow markers when `hollow_label` is."""
     names = names or {}
     handles = [
-        _dot("o", colour, names.get(c, f"coarse class {c}"))
+        dot("o", colour, names.get(c, f"coarse class {c}"))
         for c, colour in coarse_colours(coarse).items()
     ]
     if fine is not None:
         for r in range(int(fine_rank(fine, coarse).max()) + 1):
             handles.append(
-                _dot(MARKERS[r % len(MARKERS)], "grey", f"fine class {r + 1} of its coarse")
+                dot(MARKERS[r % len(MARKERS)], "grey", f"fine class {r + 1} of its coarse")
             )
     if hollow_label:
-        handles.append(_dot("o", "grey", hollow_label, mfc="none"))
+        handles.append(dot("o", "grey", hollow_label, mfc="none"))
     return handles

@@ -5,6 +5,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .scheme import method_name
+
 
 def plot_table1_bars(table1, metrics=("R@1", "R@2", "R@4", "R@8", "NMI")) -> plt.Figure:
     """Measured (mean ± sample std over seeds) beside the paper's numbers, one panel per metric,
@@ -27,16 +29,13 @@ def plot_table1_bars(table1, metrics=("R@1", "R@2", "R@4", "R@8", "NMI")) -> plt
     return fig
 
 
-SHORT_NAMES = {"random": "Random", "method1": "Method 1", "method2": "Method 2"}
-
-
 def plot_paired_differences(comparisons, metrics=None) -> plt.Figure:
     """Paired differences a − b with their confidence intervals, one panel per metric, from
     `qlib.stats.paired_table`: a dot per seed, the mean as a tick, the t interval as a line;
     the zero line is "no difference"."""
     metrics = list(dict.fromkeys(comparisons["metric"])) if metrics is None else list(metrics)
     pairs = list(dict.fromkeys(zip(comparisons["a"], comparisons["b"], strict=True)))
-    labels = [f"{SHORT_NAMES.get(a, a)} − {SHORT_NAMES.get(b, b)}" for a, b in pairs]
+    labels = [f"{method_name(a)} − {method_name(b)}" for a, b in pairs]
     y = np.arange(len(pairs))
     size = (3.6 * len(metrics), 0.6 * len(pairs) + 1.8)
     fig, axes = plt.subplots(1, len(metrics), figsize=size, sharey=True, squeeze=False)

@@ -60,13 +60,11 @@ def _draw(ax, frame: pd.DataFrame, column: str, window: int, **style) -> bool:
 
 def plot_training_curves(log, metrics=None, title: str = "", smooth: int | None = None):
     """Loss parts, mean distances D(R,P+), D(R,P-), D(R,N), the share of fallback picks and the
-    evaluations (Recall@1, NMI), over the iterations.
+    evaluations (Recall@1, NMI) over the iterations.
 
-    log: one run's log, a DataFrame in `qlib.logs`' schema (a run's `log.csv`, or a toy
-    history's `log`), or {label: log} to overlay several runs; metrics: that run's list of
-    entries {"iteration", "R@1", ...} (a run's `metrics.json`), or {label: entries}. One run:
-    colour = series; several: colour = run, line style = series. Per-iteration values are
-    running means over `smooth` iterations (default: about 1/20 of the run).
+    log: a DataFrame in `qlib.logs`' schema, or {label: log} to overlay runs; metrics: that
+    run's metrics.json entries, or {label: entries}. Per-iteration values are running means
+    over `smooth` iterations (default: about 1/20 of the run).
     """
     logs, evaluations = _as_runs(log), _as_runs(metrics)
     if not logs or any(len(frame) == 0 for frame in logs.values()):
