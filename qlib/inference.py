@@ -44,20 +44,6 @@ from . import model as qmodel
 from .data.manifest import IMAGE_EXTENSIONS, is_image_file
 from .utils import atomic_write_bytes, resolve_device, resolve_path
 
-__all__ = [
-    "FORMAT",
-    "IMAGE_EXTENSIONS",
-    "LABEL_COLUMNS",
-    "Embeddings",
-    "LoadedRun",
-    "ModelMismatchError",
-    "embed",
-    "image_table",
-    "load",
-    "read_embeddings",
-    "retrieve",
-]
-
 FORMAT = "qlib-embeddings/1"
 # Per image: the file and, where known, its labels (-1 / "" when not).
 LABEL_COLUMNS = ("fine", "coarse", "fine_name", "coarse_name", "split")
@@ -98,26 +84,16 @@ class Embeddings:
         path = Path(path).expanduser()
         arrays = {
             "embeddings": np.ascontiguousarray(self.vectors, dtype=np.float32),
-            "path": self.items["path"].to_numpy(str),
-            "fine": self.items["fine"].to_numpy(np.int64),
-            "coarse": self.items["coarse"].to_numpy(np.int64),
-            **{c: self.items[c].to_numpy(str) for c in ("fine_name", "coarse_name", "split")},
+            **{
+                c: self.items[c].to_numpy(np.int64 if c in ("fine", "coarse") else str)
+                for c in ("path", *LABEL_COLUMNS)
+            },
             "run": np.array(json.dumps(self.run, sort_keys=True)),
         }
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         atomic_write_bytes(path, buffer.getvalue())
         return path
-
-    def to_frame(self) -> pd.DataFrame:
-        """The items with one column per embedding dimension (`e0`, `e1`, ...)."""
-        columns = [f"e{i}" for i in range(self.vectors.shape[1])]
-        return pd.concat([self.items, pd.DataFrame(self.vectors, columns=columns)], axis=1)
-
-
-# ----------------------------------------------------------------------------------------------
-# Loading a run
-# ----------------------------------------------------------------------------------------------
 
 
 def load(
@@ -170,15 +146,6 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def _as_run(run: LoadedRun | str | Path, device: str | torch.device = "auto") -> LoadedRun:
-    return run if isinstance(run, LoadedRun) else load(run, device=device)
-
-
-# ----------------------------------------------------------------------------------------------
-# Which images
-# ----------------------------------------------------------------------------------------------
 
 
 def image_table(images: str | Path | Sequence[str | Path] | pd.DataFrame) -> pd.DataFrame:
@@ -253,33 +220,6 @@ def _with_labels(frame: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-class _ImageFiles(torch.utils.data.Dataset):
-    """Image files -> uint8 (3, s, s) through the run's evaluation transform."""
-
-    def __init__(self, paths: Sequence[str], image_size: int) -> None:
-        self.paths = list(paths)
-        self.transform = qdata.make_transforms(image_size, train=False)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        path = self.paths[index]
-        try:
-            image = qdata.read_image(path)
-        except ValueError as err:
-            reason = str(err.__cause__ or err).splitlines()[0]
-            raise ValueError(
-                f"cannot read image {path!r} ({reason}); expected an image file (JPEG, PNG, ...)."
-            ) from err
-        return self.transform(image)
-
-
-# ----------------------------------------------------------------------------------------------
-# Embedding, retrieval
-# ----------------------------------------------------------------------------------------------
-
-
 @torch.no_grad()
 def embed(
     run: LoadedRun | str | Path,
@@ -292,10 +232,10 @@ def embed(
     """Embed images with a run (a LoadedRun or a run folder) -> Embeddings, in the order of
     `image_table(images)`. batch_size: images per forward pass (default the run's
     eval_batch_size); progress: a tqdm bar."""
-    run = _as_run(run)
+    run = run if isinstance(run, LoadedRun) else load(run)
     table = image_table(images)
     loader = torch.utils.data.DataLoader(
-        _ImageFiles(table["path"], run.image_size),
+        qdata.HierarchicalImageDataset(table, qdata.make_transforms(run.image_size, train=False)),
         batch_size=batch_size or run.config.eval_batch_size,
         num_workers=num_workers,
         pin_memory=run.device.type == "cuda",
@@ -334,23 +274,8 @@ def read_embeddings(path: str | Path) -> Embeddings:
         raise ValueError(
             f"{str(path)!r} has format {run.get('format')!r}, expected {FORMAT!r}; embed again."
         )
-    items = pd.DataFrame({"path": arrays["path"].astype(str)})
-    for column in LABEL_COLUMNS:
-        items[column] = arrays[column]
+    items = pd.DataFrame({c: arrays[c] for c in ("path", *LABEL_COLUMNS)})
     return Embeddings(arrays["embeddings"].astype(np.float32), items, run)
-
-
-def check_same_model(run: LoadedRun, gallery: Embeddings, source: str = "the gallery") -> None:
-    """Raise ModelMismatchError when `gallery` was embedded by other weights than `run`'s."""
-    theirs, ours = gallery.run, run.identity
-    if theirs.get("weights_sha256") == ours["weights_sha256"]:
-        return
-    raise ModelMismatchError(
-        f"{source} was embedded by another model (run {theirs.get('run_dir')!r}, checkpoint "
-        f"{theirs.get('checkpoint')!r}, weights {str(theirs.get('weights_sha256'))[:12]}) than "
-        f"{str(run.run_dir)!r} (checkpoint {ours['checkpoint']!r}, weights "
-        f"{ours['weights_sha256'][:12]}); embed the gallery again with this run (qlib embed)."
-    )
 
 
 def retrieve(
@@ -365,12 +290,19 @@ def retrieve(
     gallery: Embeddings or an embedding file, embedded by this very run (checked). The query
     file itself is left out when it is in the gallery (as in Recall@K); ties go to the lower
     gallery index."""
-    run = _as_run(run)
+    run = run if isinstance(run, LoadedRun) else load(run)
     source = "the gallery"
     if not isinstance(gallery, Embeddings):
         source = f"gallery {str(gallery)!r}"
         gallery = read_embeddings(gallery)
-    check_same_model(run, gallery, source)
+    theirs, ours = gallery.run, run.identity
+    if theirs.get("weights_sha256") != ours["weights_sha256"]:
+        raise ModelMismatchError(
+            f"{source} was embedded by another model (run {theirs.get('run_dir')!r}, checkpoint "
+            f"{theirs.get('checkpoint')!r}, weights {str(theirs.get('weights_sha256'))[:12]}) "
+            f"than {str(run.run_dir)!r} (checkpoint {ours['checkpoint']!r}, weights "
+            f"{ours['weights_sha256'][:12]}); embed the gallery again with this run (qlib embed)."
+        )
     query_path = os.path.abspath(os.path.expanduser(str(query)))
     if not os.path.isfile(query_path):
         raise FileNotFoundError(f"query image {query_path!r} does not exist.")

@@ -38,7 +38,9 @@ def read_image(path: str | Path) -> Tensor:
         with Image.open(path) as img:
             array = np.array(img if img.mode == "RGB" else img.convert("RGB"))
     except Exception as err:  # PIL raises many types for missing and broken files
-        raise ValueError(f"cannot read image {path}: {err}") from err
+        raise ValueError(
+            f"cannot read image {str(path)!r} ({err}); expected an image file (JPEG, PNG, ...)."
+        ) from err
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
