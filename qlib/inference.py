@@ -157,32 +157,38 @@ def image_table(images: str | Path | Sequence[str | Path] | pd.DataFrame) -> pd.
     image paths, or a DataFrame with a `path` column (and labels, e.g. a run's manifest).
     Missing files are reported all at once.
     """
-    if isinstance(images, pd.DataFrame):
-        table = _with_labels(images)
-    elif isinstance(images, (str, os.PathLike)):
+    frame = images
+    if isinstance(images, (str, os.PathLike)):
         source = Path(images).expanduser()
         if source.is_dir():
-            files = sorted(p for p in source.rglob("*") if is_image_file(p))
-            if not files:
+            frame = [str(p) for p in sorted(source.rglob("*")) if is_image_file(p)]
+            if not frame:
                 raise FileNotFoundError(
                     f"folder {str(source)!r} holds no image file ({', '.join(IMAGE_EXTENSIONS)}); "
                     "pass a folder of images, a manifest CSV or image paths."
                 )
-            table = _with_labels(pd.DataFrame({"path": [str(p) for p in files]}))
-        elif source.suffix.lower() == ".csv":
-            table = _read_image_csv(source)
+        elif source.suffix.lower() == ".csv" and source.is_file():
+            frame = _read_image_csv(source)
         elif source.suffix.lower() in IMAGE_EXTENSIONS or source.is_file():
-            table = _with_labels(pd.DataFrame({"path": [str(source)]}))
+            frame = [str(source)]
         else:
             raise FileNotFoundError(
                 f"{str(source)!r} does not exist; pass a folder of images, a manifest CSV or "
                 "image files."
             )
-    else:
-        table = _with_labels(pd.DataFrame({"path": [str(p) for p in images]}))
-    if len(table) == 0:
+    if not isinstance(frame, pd.DataFrame):
+        frame = pd.DataFrame({"path": [str(p) for p in frame]})
+    if "path" not in frame.columns:
+        raise ValueError("the image table has no 'path' column; expected one path per row.")
+    if len(frame) == 0:
         raise ValueError("no images to embed; pass at least one image.")
-    table["path"] = [os.path.abspath(os.path.expanduser(p)) for p in table["path"]]
+    paths = [os.path.abspath(os.path.expanduser(p)) for p in frame["path"].astype(str)]
+    table = pd.DataFrame({"path": paths})
+    for column, unknown in _UNKNOWN.items():
+        values = (
+            frame[column].fillna(unknown) if column in frame.columns else [unknown] * len(frame)
+        )
+        table[column] = np.asarray(values).astype(np.int64 if unknown == -1 else str)
     missing = [p for p in table["path"] if not os.path.isfile(p)]
     if missing:
         more = f" ({len(missing) - 1} more images are missing too)" if len(missing) > 1 else ""
@@ -194,30 +200,15 @@ def image_table(images: str | Path | Sequence[str | Path] | pd.DataFrame) -> pd.
 
 
 def _read_image_csv(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest {str(path)!r} does not exist; expected a CSV file.")
-    head = pd.read_csv(path, nrows=0).columns
-    if "path" not in head:
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "path" not in raw.columns:
         raise ValueError(
             f"{str(path)!r} has no 'path' column; expected a CSV with one image path per row "
             "(and optionally fine, coarse, fine_name, coarse_name, split)."
         )
-    if {"fine", "coarse"} <= set(head):
-        return _with_labels(qdata.load_manifest(path))  # class names -> the manifest's ids
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    raw["path"] = [p if os.path.isabs(p) else str(path.parent / p) for p in raw["path"]]
-    return _with_labels(raw)
-
-
-def _with_labels(frame: pd.DataFrame) -> pd.DataFrame:
-    if "path" not in frame.columns:
-        raise ValueError("the image table has no 'path' column; expected one path per row.")
-    table = pd.DataFrame({"path": frame["path"].astype(str).to_numpy()})
-    for column, unknown in _UNKNOWN.items():
-        values = frame[column] if column in frame.columns else pd.Series([unknown] * len(frame))
-        values = values.fillna(unknown).to_numpy()
-        table[column] = values.astype(np.int64) if isinstance(unknown, int) else values.astype(str)
-    return table
+    if {"fine", "coarse"} <= set(raw.columns):
+        return qdata.load_manifest(path)  # class names -> the manifest's ids
+    return raw.assign(path=[p if os.path.isabs(p) else str(path.parent / p) for p in raw["path"]])
 
 
 @torch.no_grad()
