@@ -44,16 +44,13 @@ def _read_list(path: Path) -> pd.DataFrame:
     return table.astype({c: "int64" for c in SOP_HEADER[:3]})
 
 
-def load_stanford_online_products(
-    root: str | Path, check_images: bool = False, skip_broken: bool = False
-) -> pd.DataFrame:
+def load_stanford_online_products(root: str | Path) -> pd.DataFrame:
     """Stanford Online Products in its official layout -> manifest.
 
     fine: the products (fine_name "<super-category> <class_id>"), training products first,
     each split in class_id order; coarse: the 12 super-categories, named after their folders
     (bicycle_final -> "bicycle", coffee_maker_final -> "coffee maker"), ids in the sorted order
-    of the names; split: the official one, zero-shot. Counts other than the official ones warn;
-    `check_images` decodes every file (`skip_broken` drops unreadable ones with a warning).
+    of the names; split: the official one, zero-shot. Counts other than the official ones warn.
     """
     _, base = find_layout(root, SOP_LAYOUTS, "Stanford Online Products", SOP_HELP)
     lists = [_read_list(base / name).assign(split=split) for split, name in SOP_FILES.items()]
@@ -72,6 +69,4 @@ def load_stanford_online_products(
     df["path"] = [str(base / p) for p in df["path"]]
     df = number_classes(df, "class_id", "coarse_name").sort_values(["fine", "path"], kind="stable")
     warn_counts(df, SOP_COUNTS, f"Stanford Online Products in {base}")
-    return finish(
-        df.drop(columns=["image_id", "class_id", "super_class_id"]), check_images, skip_broken
-    )
+    return finish(df.drop(columns=["image_id", "class_id", "super_class_id"]))
