@@ -1,19 +1,13 @@
-"""The manifest: one table for every dataset, its checks, the zero-shot split, CSV manifests,
+"""The manifest, a DataFrame with one row per image and the columns MANIFEST_COLUMNS (its
+conventions: docs/spec.md, "Data protocol"): its checks, the zero-shot split, CSV manifests,
 folder trees, the helpers every loader shares, and the summary notebook 01 reports.
-
-A manifest is a `pandas.DataFrame`, one row per image, with the columns MANIFEST_COLUMNS:
-`path` (str, an image file), `fine` (int), `coarse` (int), `fine_name`, `coarse_name`, `split`
-("train" / "test"). Conventions every loader keeps (docs/spec.md, "Data protocol"):
-- every fine class belongs to exactly one coarse class and to one split (zero-shot);
-- coarse ids are 0..k1-1, the index of the coarse name in the sorted names of the vocabulary;
-- fine ids put the training classes first (0..k2-1, the outputs of the model's fine head).
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +38,8 @@ def check_labels(df: pd.DataFrame, fine: str, coarse: str, shown: str | None = N
 
 
 def check_manifest(manifest: pd.DataFrame, warn_anchors: bool = True) -> pd.DataFrame:
-    """Validate a manifest -> a copy with canonical dtypes and MANIFEST_COLUMNS first.
-
-    Raises ValueError for missing columns, no rows, non-integer ids, a fine class in two coarse
-    classes or in both splits, a split other than train/test, an empty split. Warns (dropping
-    nothing) about coarse classes with a single training fine class: no P-, never an anchor.
-    """
+    """Validate a manifest -> a copy with canonical dtypes and MANIFEST_COLUMNS first; warns
+    (dropping nothing) about coarse classes with a single training fine class (no P-)."""
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
         raise ValueError(f"manifest lacks columns {missing}; expected {list(MANIFEST_COLUMNS)}.")
@@ -159,22 +149,22 @@ def _candidate_folders(root: Path) -> Iterator[Path]:
 
 
 def find_layout(
-    root: str | Path, layouts: Mapping[str, tuple[str, Callable]], dataset: str, help_text: str
+    root: str | Path, layouts: Mapping[str, tuple], dataset: str, help_text: str
 ) -> tuple[str, Path]:
     """(layout name, the folder that holds it) for `layouts` = {name: (description,
-    present(folder) -> bool)}, searched in root and up to two folders below it (mirrors nest).
-    The error lists what root holds and what each layout expects."""
+    present(folder) -> bool, ...)}, searched in root and up to two folders below it (mirrors
+    nest). The error lists what root holds and what each layout expects."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(
             f"{dataset} root {root} does not exist or is not a folder. {help_text}"
         )
     for base in _candidate_folders(root):
-        for name, (_, present) in layouts.items():
+        for name, (_, present, *_) in layouts.items():
             if present(base):
                 return name, base
     found = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())
-    expected = "; ".join(f"{name}: {description}" for name, (description, _) in layouts.items())
+    expected = "; ".join(f"{name}: {layout[0]}" for name, layout in layouts.items())
     raise ValueError(
         f"no {dataset} layout found in {root} (found: {found[:15]}). Expected one of: "
         f"{expected}. {help_text}"
@@ -220,12 +210,9 @@ def load_manifest(
     seed: int = 0,
 ) -> pd.DataFrame:
     """A CSV with `path`, `fine`, `coarse` (names or integer ids), optional `split`,
-    `fine_name`, `coarse_name` -> manifest. Relative paths start at the CSV's folder.
-
-    Integer ids are kept as given (what `save_manifest` wrote reads back unchanged); names get
-    ids by the manifest conventions and are kept in fine_name / coarse_name. Without a split,
-    `split_by_fine_class(split_strategy, seed)`.
-    """
+    `fine_name`, `coarse_name` -> manifest; relative paths start at the CSV's folder. Integer
+    ids are kept (what `save_manifest` wrote reads back unchanged), names get ids by the
+    manifest conventions; without a split, `split_by_fine_class(split_strategy, seed)`."""
     csv_path = Path(csv_path).expanduser()
     if not csv_path.is_file():
         raise FileNotFoundError(f"manifest CSV {csv_path} does not exist; expected a CSV file.")
@@ -258,11 +245,9 @@ def load_folder_tree(
     split_strategy: str = "half",
     seed: int = 0,
 ) -> pd.DataFrame:
-    """root/<coarse>/<fine>/<image> -> manifest, split zero-shot by `split_by_fine_class`.
-
-    A fine folder name under two coarse folders is one fine class with two coarse classes, an
-    error. Entries that are not images at that depth are named in a warning, not read.
-    """
+    """root/<coarse>/<fine>/<image> -> manifest, split by `split_by_fine_class`. A fine folder
+    name under two coarse folders is an error; entries that are not images at that depth are
+    named in a warning, not read."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(
@@ -291,31 +276,16 @@ def load_folder_tree(
     return finish(number_classes(df, "fine_name", "coarse_name"))
 
 
-def anchor_mask(manifest: pd.DataFrame) -> np.ndarray:
-    """Training rows that can anchor a quadruplet (qlib.miners.valid_anchors on the training
-    split) -> bool (N,) over the whole manifest, False for test rows."""
+def summarize(manifest: pd.DataFrame) -> dict:
+    """Counts per split (`splits[s]`: images, fine / coarse classes, images per fine class,
+    `chance_R@1`: the percent chance that a random other image shares the query's class), the
+    coarse -> fine tree, and what cannot anchor: `cannot_anchor` (coarse classes with a single
+    training fine class: no P-), `test_only_coarse`, `single_image_fine` (no P+)."""
     from ..miners import valid_anchors
 
-    train = (manifest["split"] == "train").to_numpy()
-    mask = np.zeros(len(manifest), dtype=bool)
-    if train.any():
-        labels = (
-            torch.from_numpy(manifest[c].to_numpy(np.int64)[train]) for c in ("fine", "coarse")
-        )
-        mask[train] = valid_anchors(*labels).numpy()
-    return mask
-
-
-def summarize(manifest: pd.DataFrame) -> dict:
-    """Counts per split, the coarse -> fine tree and the classes that cannot anchor.
-
-    `splits[s]`: images, fine/coarse classes, images per fine class, and `chance_R@1` (percent:
-    the chance that a random other image shares the query's class). `cannot_anchor`: coarse
-    classes with a single training fine class (no P-, docs/spec.md); `test_only_coarse`: coarse
-    classes with no training fine class; `single_image_fine`: training fine classes with one
-    image (no P+); `n_valid_anchors`: training images that can anchor a quadruplet.
-    """
     df = check_manifest(manifest, warn_anchors=False)
+    train = df[df["split"] == "train"]
+    labels = (torch.from_numpy(train[c].to_numpy(np.int64)) for c in ("fine", "coarse"))
     splits = {}
     for split in SPLITS:
         part = df[df["split"] == split]
@@ -333,7 +303,7 @@ def summarize(manifest: pd.DataFrame) -> dict:
         name: {s: sorted(g.loc[g["split"] == s, "fine_name"].unique().tolist()) for s in SPLITS}
         for name, g in df.groupby("coarse_name", sort=True)
     }
-    per_fine = df[df["split"] == "train"].groupby("fine_name").size()
+    per_fine = train.groupby("fine_name").size()
     return {
         "n_images": len(df),
         "n_fine": int(df["fine"].nunique()),
@@ -343,5 +313,5 @@ def summarize(manifest: pd.DataFrame) -> dict:
         "cannot_anchor": _single_train_fine_coarse(df),
         "test_only_coarse": sorted(n for n, t in tree.items() if not t["train"]),
         "single_image_fine": sorted(per_fine.index[per_fine == 1].tolist()),
-        "n_valid_anchors": int(anchor_mask(df).sum()),
+        "n_valid_anchors": int(valid_anchors(*labels).sum()),
     }

@@ -171,8 +171,7 @@ STANFORD_LAYOUTS = {
 def detect_stanford_layout(root: str | Path) -> tuple[str, Path]:
     """(layout name, the folder that holds it): root or a folder up to two levels below it
     (mirrors nest, e.g. stanford_cars/ or car_data/car_data/)."""
-    layouts = {name: (desc, present) for name, (desc, present, _) in STANFORD_LAYOUTS.items()}
-    return find_layout(root, layouts, "Stanford Cars", STANFORD_HELP)
+    return find_layout(root, STANFORD_LAYOUTS, "Stanford Cars", STANFORD_HELP)
 
 
 def load_stanford_cars(
