@@ -133,7 +133,7 @@ def warn_counts(df: pd.DataFrame, expected: Mapping[str, int], what: str) -> Non
         )
 
 
-def _entries(folder: Path) -> list[Path]:
+def list_folder(folder: Path) -> list[Path]:
     """The folder's entries in name order, hidden ones (".name") left out."""
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
@@ -142,10 +142,10 @@ def _candidate_folders(root: Path) -> Iterator[Path]:
     """root, its sub-folders, then theirs (50 per level): lazily, so a match at the top lists
     no more."""
     yield root
-    level1 = [p for p in _entries(root) if p.is_dir()][:50]
+    level1 = [p for p in list_folder(root) if p.is_dir()][:50]
     yield from level1
     for folder in level1:
-        yield from [p for p in _entries(folder) if p.is_dir()][:50]
+        yield from [p for p in list_folder(folder) if p.is_dir()][:50]
 
 
 def find_layout(
@@ -255,9 +255,9 @@ def load_folder_tree(
         )
     rows, ignored = [], []
     # A file above the fine level stands for its own folder, so it lands in `ignored`.
-    for coarse_dir in _entries(root):
-        for fine_dir in _entries(coarse_dir) if coarse_dir.is_dir() else [coarse_dir]:
-            for file in _entries(fine_dir) if fine_dir.is_dir() else [fine_dir]:
+    for coarse_dir in list_folder(root):
+        for fine_dir in list_folder(coarse_dir) if coarse_dir.is_dir() else [coarse_dir]:
+            for file in list_folder(fine_dir) if fine_dir.is_dir() else [fine_dir]:
                 if file.parent == fine_dir and is_image_file(file):
                     rows.append((str(file), fine_dir.name, coarse_dir.name))
                 else:
