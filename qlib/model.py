@@ -19,6 +19,8 @@ import torchvision
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from . import checks
+
 BACKBONES = ("smallcnn", "resnet18", "resnet34", "resnet50", "resnet101")
 # The input convention of torchvision's ImageNet weights; the model applies it to uint8 images.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -167,17 +169,10 @@ class EmbeddingNet(nn.Module):
     ) -> None:
         super().__init__()
         _check_backbone(backbone)
-        for name, value in (
-            ("embedding_dim", embedding_dim),
-            ("n_coarse", n_coarse),
-            ("n_fine", n_fine),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}.")
         self.backbone_name = backbone
-        self.embedding_dim = embedding_dim
-        self.n_coarse = n_coarse
-        self.n_fine = n_fine
+        self.embedding_dim = checks.integer("embedding_dim", embedding_dim, minimum=1)
+        self.n_coarse = checks.integer("n_coarse", n_coarse, minimum=1)
+        self.n_fine = checks.integer("n_fine", n_fine, minimum=1)
         self.normalize = bool(normalize)
         self.freeze_bn = bool(freeze_bn)
 
@@ -193,8 +188,8 @@ class EmbeddingNet(nn.Module):
         mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
         self.register_buffer("pixel_mean", 255 * mean.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", 255 * std.view(1, 3, 1, 1), persistent=False)
-        self.coarse_head = nn.Linear(embedding_dim, n_coarse)
-        self.fine_head = nn.Linear(embedding_dim, n_fine)
+        self.coarse_head = nn.Linear(embedding_dim, self.n_coarse)
+        self.fine_head = nn.Linear(embedding_dim, self.n_fine)
 
         if self.freeze_bn:
             for module in self._batch_norms():

@@ -1,10 +1,5 @@
-"""CUB-200-2011 (Wah et al. 2011): 11,788 images of 200 bird species, in its official layout
-CUB_200_2011/ (images.txt, image_class_labels.txt, classes.txt, images/).
-
-Zero-shot protocol of deep metric learning: species 1-100 train (5,864 images), 101-200 test
-(5,924); fine = class id - 1. train_test_split.txt (a classification split: every species on
-both sides) is not read. Coarse: "lastword58", the last word of the species name with 15
-documented exceptions (data/README.md), or the user's own mapping.
+"""CUB-200-2011 (Wah et al. 2011) in its official layout, zero-shot: species 1-100 train, 101-200
+test (train_test_split.txt, a classification split, is not read); details in data/README.md.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""Stanford Online Products (Song et al. 2016): 120,053 images of 22,634 products (fine) in 12
-super-categories (coarse), official zero-shot split 59,551 train / 60,502 test images. Layout:
-Stanford_Online_Products/ with Ebay_train.txt and Ebay_test.txt (header `image_id class_id
-super_class_id path`, rows such as `1 1 1 bicycle_final/111085122871_0.JPG`) beside one image
-folder per super-category.
+"""Stanford Online Products (Song et al. 2016): products (fine) in 12 super-categories (coarse),
+the official zero-shot split, in the official layout (data/README.md).
 """
 
 from __future__ import annotations
