@@ -5,14 +5,10 @@
     gallery.save("gallery.npz")
     retrieve(run, "gallery.npz", "query.png", k=5)       # DataFrame: rank, path, distance, labels
 
-The same from a shell: `qlib embed ...` and `qlib retrieve ...` (`qlib.cli`).
-
-Images get the run's own evaluation preprocessing (its image size, resize and center crop, as
-for the test split during training); the model normalises the pixels itself. Distances are
-Euclidean between the embeddings the run trains (L2-normalised unless the run's `normalize` is
-off), as in Recall@K. The checkpoint is the run's last one (`checkpoints/last.pt`): a finished
-run's final weights, the ones its metrics.json reports last. The trainer keeps no "best"
-checkpoint: picking one by its test score would select on the test split.
+Images get the run's own evaluation preprocessing (as for the test split during training);
+distances are Euclidean between the run's embeddings, as in Recall@K. The checkpoint is the
+run's last one: the trainer keeps no "best" checkpoint, since picking one by its test score
+would select on the test split.
 
 An embedding file (`.npz`, read by `numpy.load` without pickles) holds:
     embeddings   float32 (N, d)
@@ -100,22 +96,16 @@ def load(
     run_dir: str | Path, checkpoint: str | Path = "last", device: str | torch.device = "auto"
 ) -> LoadedRun:
     """A run folder of `qlib.train` -> LoadedRun (model in eval mode; device "auto" = CUDA when
-    present). `checkpoint`: "last" (the default, see the module docstring), "epoch_XXX" when
-    the run kept per-epoch checkpoints, or a path to a .pt file. A relative `run_dir` starts at
-    the repository root, like every qlib path (the `qlib` command resolves it from the current
-    folder instead)."""
+    present). `checkpoint`: "last", "epoch_XXX" or a path to a .pt file. A relative `run_dir`
+    starts at the repository root, like every qlib path."""
     from . import train as qtrain
 
     run_dir = resolve_path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(
-            f"run folder {str(run_dir)!r} does not exist; pass a folder written by training, "
-            "such as runs/demo/method2_seed0."
-        )
     if not (run_dir / "config.json").is_file():
+        problem = "is not a training run folder (it has no config.json)"
         raise FileNotFoundError(
-            f"{str(run_dir)!r} is not a training run folder (it has no config.json); pass a "
-            "folder written by training, such as runs/demo/method2_seed0."
+            f"run folder {str(run_dir)!r} {problem if run_dir.is_dir() else 'does not exist'}; "
+            "pass a folder written by training, such as runs/demo/method2_seed0."
         )
     device = resolve_device(device)
     config, model = qtrain.load_run(run_dir, checkpoint, device=device)

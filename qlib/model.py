@@ -252,12 +252,10 @@ def embed_images(
     on_device: bool = False,
 ) -> Tensor:
     """Embed every image, in order -> float32 (N, d) on the CPU (on the model's device with
-    `on_device`). The one embedding routine: notebooks, evaluation, inference, the bank.
+    `on_device`): the one embedding routine of notebooks, evaluation, inference and the bank.
 
-    images: a Dataset whose items are tuples starting with an image (3, H, W) (batched here by
-    `batch_size`), or any iterable of such batches (a DataLoader with workers, possibly wrapped
-    in a progress bar). Runs in eval mode without gradients, under autocast when `dtype` is
-    given, and restores the model's train/eval mode.
+    images: a Dataset of tuples starting with an image (3, H, W), batched by `batch_size`, or
+    any iterable of such batches. Eval mode (restored after), autocast when `dtype` is given.
     """
     if isinstance(images, torch.utils.data.Dataset):
         if len(images) == 0:
