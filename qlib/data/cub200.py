@@ -46,11 +46,8 @@ def _read_pairs(path: Path) -> dict[int, str]:
 
 
 def load_cub200(root: str | Path, coarse: vocab.CoarseSpec = "lastword58") -> pd.DataFrame:
-    """CUB-200-2011 in its official layout -> manifest, species 1-100 train, 101-200 test.
-
-    `coarse`: "lastword58" (default) or a CSV path / DataFrame / dict mapping species name or
-    id -> coarse name. Counts other than the official ones warn.
-    """
+    """CUB-200-2011 in its official layout -> manifest. `coarse`: "lastword58" or a CSV path /
+    DataFrame / dict mapping species name or id -> coarse name. Other counts warn."""
     _, base = find_layout(root, CUB_LAYOUTS, "CUB-200-2011", CUB_HELP)
     images, labels, classes = (_read_pairs(base / name) for name in CUB_FILES)
     unpaired = sorted(set(images) ^ set(labels))

@@ -285,7 +285,7 @@ def summarize(manifest: pd.DataFrame) -> dict:
 
     df = check_manifest(manifest, warn_anchors=False)
     train = df[df["split"] == "train"]
-    labels = (torch.from_numpy(train[c].to_numpy(np.int64)) for c in ("fine", "coarse"))
+    labels = (torch.tensor(train[c].to_numpy(np.int64)) for c in ("fine", "coarse"))
     splits = {}
     for split in SPLITS:
         part = df[df["split"] == split]

@@ -42,13 +42,9 @@ def _read_list(path: Path) -> pd.DataFrame:
 
 
 def load_stanford_online_products(root: str | Path) -> pd.DataFrame:
-    """Stanford Online Products in its official layout -> manifest.
-
-    fine: the products (fine_name "<super-category> <class_id>"), training products first,
-    each split in class_id order; coarse: the 12 super-categories, named after their folders
-    (bicycle_final -> "bicycle", coffee_maker_final -> "coffee maker"), ids in the sorted order
-    of the names; split: the official one, zero-shot. Counts other than the official ones warn.
-    """
+    """Stanford Online Products in its official layout -> manifest: fine = the product
+    ("<super-category> <class_id>"), coarse = the super-category named after its folder
+    (coffee_maker_final -> "coffee maker"), the official split. Other counts warn."""
     _, base = find_layout(root, SOP_LAYOUTS, "Stanford Online Products", SOP_HELP)
     lists = [_read_list(base / name).assign(split=split) for split, name in SOP_FILES.items()]
     df = pd.concat(lists, ignore_index=True)

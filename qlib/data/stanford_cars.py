@@ -173,11 +173,9 @@ def load_stanford_cars(
     root: str | Path,
     coarse: vocab.CoarseSpec = "suffix22",
 ) -> pd.DataFrame:
-    """Stanford Cars 196 in any of the three layouts -> manifest (docs/spec.md protocol).
-
-    `coarse`: "suffix22" (default), "body9", "make49", or a CSV path / DataFrame / dict mapping
-    class name or id -> coarse name. Counts other than the official ones warn.
-    """
+    """Stanford Cars 196 in any of the three layouts -> manifest. `coarse`: "suffix22", "body9",
+    "make49", or a CSV path / DataFrame / dict mapping class name or id -> coarse name. Other
+    counts warn."""
     layout, base = detect_stanford_layout(root)
     names = stanford_class_names()
     mapping = vocab.coarse_mapping(coarse, names, "stanford_cars")
