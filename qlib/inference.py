@@ -5,14 +5,10 @@
     gallery.save("gallery.npz")
     retrieve(run, "gallery.npz", "query.png", k=5)       # DataFrame: rank, path, distance, labels
 
-The same from a shell: `qlib embed ...` and `qlib retrieve ...` (`qlib.cli`).
-
-Images get the run's own evaluation preprocessing (its image size, resize and center crop, as
-for the test split during training); the model normalises the pixels itself. Distances are
-Euclidean between the embeddings the run trains (L2-normalised unless the run's `normalize` is
-off), as in Recall@K. The checkpoint is the run's last one (`checkpoints/last.pt`): a finished
-run's final weights, the ones its metrics.json reports last. The trainer keeps no "best"
-checkpoint: picking one by its test score would select on the test split.
+Images get the run's own evaluation preprocessing (as for the test split during training);
+distances are Euclidean between the run's embeddings, as in Recall@K. The checkpoint is the
+run's last one: the trainer keeps no "best" checkpoint, since picking one by its test score
+would select on the test split.
 
 An embedding file (`.npz`, read by `numpy.load` without pickles) holds:
     embeddings   float32 (N, d)
@@ -43,20 +39,6 @@ from . import data as qdata
 from . import model as qmodel
 from .data.manifest import IMAGE_EXTENSIONS, is_image_file
 from .utils import atomic_write_bytes, resolve_device, resolve_path
-
-__all__ = [
-    "FORMAT",
-    "IMAGE_EXTENSIONS",
-    "LABEL_COLUMNS",
-    "Embeddings",
-    "LoadedRun",
-    "ModelMismatchError",
-    "embed",
-    "image_table",
-    "load",
-    "read_embeddings",
-    "retrieve",
-]
 
 FORMAT = "qlib-embeddings/1"
 # Per image: the file and, where known, its labels (-1 / "" when not).
@@ -98,10 +80,10 @@ class Embeddings:
         path = Path(path).expanduser()
         arrays = {
             "embeddings": np.ascontiguousarray(self.vectors, dtype=np.float32),
-            "path": self.items["path"].to_numpy(str),
-            "fine": self.items["fine"].to_numpy(np.int64),
-            "coarse": self.items["coarse"].to_numpy(np.int64),
-            **{c: self.items[c].to_numpy(str) for c in ("fine_name", "coarse_name", "split")},
+            **{
+                c: self.items[c].to_numpy(np.int64 if c in ("fine", "coarse") else str)
+                for c in ("path", *LABEL_COLUMNS)
+            },
             "run": np.array(json.dumps(self.run, sort_keys=True)),
         }
         buffer = io.BytesIO()
@@ -109,37 +91,21 @@ class Embeddings:
         atomic_write_bytes(path, buffer.getvalue())
         return path
 
-    def to_frame(self) -> pd.DataFrame:
-        """The items with one column per embedding dimension (`e0`, `e1`, ...)."""
-        columns = [f"e{i}" for i in range(self.vectors.shape[1])]
-        return pd.concat([self.items, pd.DataFrame(self.vectors, columns=columns)], axis=1)
-
-
-# ----------------------------------------------------------------------------------------------
-# Loading a run
-# ----------------------------------------------------------------------------------------------
-
 
 def load(
     run_dir: str | Path, checkpoint: str | Path = "last", device: str | torch.device = "auto"
 ) -> LoadedRun:
     """A run folder of `qlib.train` -> LoadedRun (model in eval mode; device "auto" = CUDA when
-    present). `checkpoint`: "last" (the default, see the module docstring), "epoch_XXX" when
-    the run kept per-epoch checkpoints, or a path to a .pt file. A relative `run_dir` starts at
-    the repository root, like every qlib path (the `qlib` command resolves it from the current
-    folder instead)."""
+    present). `checkpoint`: "last", "epoch_XXX" or a path to a .pt file. A relative `run_dir`
+    starts at the repository root, like every qlib path."""
     from . import train as qtrain
 
     run_dir = resolve_path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(
-            f"run folder {str(run_dir)!r} does not exist; pass a folder written by training, "
-            "such as runs/demo/method2_seed0."
-        )
     if not (run_dir / "config.json").is_file():
+        problem = "is not a training run folder (it has no config.json)"
         raise FileNotFoundError(
-            f"{str(run_dir)!r} is not a training run folder (it has no config.json); pass a "
-            "folder written by training, such as runs/demo/method2_seed0."
+            f"run folder {str(run_dir)!r} {problem if run_dir.is_dir() else 'does not exist'}; "
+            "pass a folder written by training, such as runs/demo/method2_seed0."
         )
     device = resolve_device(device)
     config, model = qtrain.load_run(run_dir, checkpoint, device=device)
@@ -172,15 +138,6 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _as_run(run: LoadedRun | str | Path, device: str | torch.device = "auto") -> LoadedRun:
-    return run if isinstance(run, LoadedRun) else load(run, device=device)
-
-
-# ----------------------------------------------------------------------------------------------
-# Which images
-# ----------------------------------------------------------------------------------------------
-
-
 def image_table(images: str | Path | Sequence[str | Path] | pd.DataFrame) -> pd.DataFrame:
     """The images to embed -> DataFrame with `path` (absolute) and LABEL_COLUMNS.
 
@@ -190,32 +147,38 @@ def image_table(images: str | Path | Sequence[str | Path] | pd.DataFrame) -> pd.
     image paths, or a DataFrame with a `path` column (and labels, e.g. a run's manifest).
     Missing files are reported all at once.
     """
-    if isinstance(images, pd.DataFrame):
-        table = _with_labels(images)
-    elif isinstance(images, (str, os.PathLike)):
+    frame = images
+    if isinstance(images, (str, os.PathLike)):
         source = Path(images).expanduser()
         if source.is_dir():
-            files = sorted(p for p in source.rglob("*") if is_image_file(p))
-            if not files:
+            frame = [str(p) for p in sorted(source.rglob("*")) if is_image_file(p)]
+            if not frame:
                 raise FileNotFoundError(
                     f"folder {str(source)!r} holds no image file ({', '.join(IMAGE_EXTENSIONS)}); "
                     "pass a folder of images, a manifest CSV or image paths."
                 )
-            table = _with_labels(pd.DataFrame({"path": [str(p) for p in files]}))
-        elif source.suffix.lower() == ".csv":
-            table = _read_image_csv(source)
+        elif source.suffix.lower() == ".csv" and source.is_file():
+            frame = _read_image_csv(source)
         elif source.suffix.lower() in IMAGE_EXTENSIONS or source.is_file():
-            table = _with_labels(pd.DataFrame({"path": [str(source)]}))
+            frame = [str(source)]
         else:
             raise FileNotFoundError(
                 f"{str(source)!r} does not exist; pass a folder of images, a manifest CSV or "
                 "image files."
             )
-    else:
-        table = _with_labels(pd.DataFrame({"path": [str(p) for p in images]}))
-    if len(table) == 0:
+    if not isinstance(frame, pd.DataFrame):
+        frame = pd.DataFrame({"path": [str(p) for p in frame]})
+    if "path" not in frame.columns:
+        raise ValueError("the image table has no 'path' column; expected one path per row.")
+    if len(frame) == 0:
         raise ValueError("no images to embed; pass at least one image.")
-    table["path"] = [os.path.abspath(os.path.expanduser(p)) for p in table["path"]]
+    paths = [os.path.abspath(os.path.expanduser(p)) for p in frame["path"].astype(str)]
+    table = pd.DataFrame({"path": paths})
+    for column, unknown in _UNKNOWN.items():
+        values = (
+            frame[column].fillna(unknown) if column in frame.columns else [unknown] * len(frame)
+        )
+        table[column] = np.asarray(values).astype(np.int64 if unknown == -1 else str)
     missing = [p for p in table["path"] if not os.path.isfile(p)]
     if missing:
         more = f" ({len(missing) - 1} more images are missing too)" if len(missing) > 1 else ""
@@ -227,57 +190,15 @@ def image_table(images: str | Path | Sequence[str | Path] | pd.DataFrame) -> pd.
 
 
 def _read_image_csv(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest {str(path)!r} does not exist; expected a CSV file.")
-    head = pd.read_csv(path, nrows=0).columns
-    if "path" not in head:
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "path" not in raw.columns:
         raise ValueError(
             f"{str(path)!r} has no 'path' column; expected a CSV with one image path per row "
             "(and optionally fine, coarse, fine_name, coarse_name, split)."
         )
-    if {"fine", "coarse"} <= set(head):
-        return _with_labels(qdata.load_manifest(path))  # class names -> the manifest's ids
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    raw["path"] = [p if os.path.isabs(p) else str(path.parent / p) for p in raw["path"]]
-    return _with_labels(raw)
-
-
-def _with_labels(frame: pd.DataFrame) -> pd.DataFrame:
-    if "path" not in frame.columns:
-        raise ValueError("the image table has no 'path' column; expected one path per row.")
-    table = pd.DataFrame({"path": frame["path"].astype(str).to_numpy()})
-    for column, unknown in _UNKNOWN.items():
-        values = frame[column] if column in frame.columns else pd.Series([unknown] * len(frame))
-        values = values.fillna(unknown).to_numpy()
-        table[column] = values.astype(np.int64) if isinstance(unknown, int) else values.astype(str)
-    return table
-
-
-class _ImageFiles(torch.utils.data.Dataset):
-    """Image files -> uint8 (3, s, s) through the run's evaluation transform."""
-
-    def __init__(self, paths: Sequence[str], image_size: int) -> None:
-        self.paths = list(paths)
-        self.transform = qdata.make_transforms(image_size, train=False)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        path = self.paths[index]
-        try:
-            image = qdata.read_image(path)
-        except ValueError as err:
-            reason = str(err.__cause__ or err).splitlines()[0]
-            raise ValueError(
-                f"cannot read image {path!r} ({reason}); expected an image file (JPEG, PNG, ...)."
-            ) from err
-        return self.transform(image)
-
-
-# ----------------------------------------------------------------------------------------------
-# Embedding, retrieval
-# ----------------------------------------------------------------------------------------------
+    if {"fine", "coarse"} <= set(raw.columns):
+        return qdata.load_manifest(path)  # class names -> the manifest's ids
+    return raw.assign(path=[p if os.path.isabs(p) else str(path.parent / p) for p in raw["path"]])
 
 
 @torch.no_grad()
@@ -292,10 +213,10 @@ def embed(
     """Embed images with a run (a LoadedRun or a run folder) -> Embeddings, in the order of
     `image_table(images)`. batch_size: images per forward pass (default the run's
     eval_batch_size); progress: a tqdm bar."""
-    run = _as_run(run)
+    run = run if isinstance(run, LoadedRun) else load(run)
     table = image_table(images)
     loader = torch.utils.data.DataLoader(
-        _ImageFiles(table["path"], run.image_size),
+        qdata.HierarchicalImageDataset(table, qdata.make_transforms(run.image_size, train=False)),
         batch_size=batch_size or run.config.eval_batch_size,
         num_workers=num_workers,
         pin_memory=run.device.type == "cuda",
@@ -334,23 +255,8 @@ def read_embeddings(path: str | Path) -> Embeddings:
         raise ValueError(
             f"{str(path)!r} has format {run.get('format')!r}, expected {FORMAT!r}; embed again."
         )
-    items = pd.DataFrame({"path": arrays["path"].astype(str)})
-    for column in LABEL_COLUMNS:
-        items[column] = arrays[column]
+    items = pd.DataFrame({c: arrays[c] for c in ("path", *LABEL_COLUMNS)})
     return Embeddings(arrays["embeddings"].astype(np.float32), items, run)
-
-
-def check_same_model(run: LoadedRun, gallery: Embeddings, source: str = "the gallery") -> None:
-    """Raise ModelMismatchError when `gallery` was embedded by other weights than `run`'s."""
-    theirs, ours = gallery.run, run.identity
-    if theirs.get("weights_sha256") == ours["weights_sha256"]:
-        return
-    raise ModelMismatchError(
-        f"{source} was embedded by another model (run {theirs.get('run_dir')!r}, checkpoint "
-        f"{theirs.get('checkpoint')!r}, weights {str(theirs.get('weights_sha256'))[:12]}) than "
-        f"{str(run.run_dir)!r} (checkpoint {ours['checkpoint']!r}, weights "
-        f"{ours['weights_sha256'][:12]}); embed the gallery again with this run (qlib embed)."
-    )
 
 
 def retrieve(
@@ -365,12 +271,19 @@ def retrieve(
     gallery: Embeddings or an embedding file, embedded by this very run (checked). The query
     file itself is left out when it is in the gallery (as in Recall@K); ties go to the lower
     gallery index."""
-    run = _as_run(run)
+    run = run if isinstance(run, LoadedRun) else load(run)
     source = "the gallery"
     if not isinstance(gallery, Embeddings):
         source = f"gallery {str(gallery)!r}"
         gallery = read_embeddings(gallery)
-    check_same_model(run, gallery, source)
+    theirs, ours = gallery.run, run.identity
+    if theirs.get("weights_sha256") != ours["weights_sha256"]:
+        raise ModelMismatchError(
+            f"{source} was embedded by another model (run {theirs.get('run_dir')!r}, checkpoint "
+            f"{theirs.get('checkpoint')!r}, weights {str(theirs.get('weights_sha256'))[:12]}) "
+            f"than {str(run.run_dir)!r} (checkpoint {ours['checkpoint']!r}, weights "
+            f"{ours['weights_sha256'][:12]}); embed the gallery again with this run (qlib embed)."
+        )
     query_path = os.path.abspath(os.path.expanduser(str(query)))
     if not os.path.isfile(query_path):
         raise FileNotFoundError(f"query image {query_path!r} does not exist.")

@@ -19,30 +19,12 @@ import torchvision
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = [
-    "BACKBONES",
-    "EmbeddingNet",
-    "EmbeddingOutput",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "WeightsUnavailableError",
-    "default_image_size",
-    "embed_images",
-    "load_backbone_weights",
-]
+from . import checks
 
 BACKBONES = ("smallcnn", "resnet18", "resnet34", "resnet50", "resnet101")
 # The input convention of torchvision's ImageNet weights; the model applies it to uint8 images.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_RESNET_WEIGHTS = {
-    "resnet18": "ResNet18_Weights",
-    "resnet34": "ResNet34_Weights",
-    "resnet50": "ResNet50_Weights",
-    "resnet101": "ResNet101_Weights",
-}
-# The classifier of a torchvision ResNet: replaced by our embedding layer, so never loaded.
-_IGNORED_PREFIX = "fc."
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -67,96 +49,48 @@ def _check_backbone(backbone: object) -> str:
     return backbone
 
 
-# ----------------------------------------------------------------------------------------------
-# Backbones
-# ----------------------------------------------------------------------------------------------
-
-
 class SmallCNN(nn.Module):
     """Four conv blocks (3x3 conv, BatchNorm, ReLU, 2x2 max-pool) + global average pool.
 
     About 240k parameters, for 32-64 px images on a CPU. Output (B, 128).
     """
 
-    def __init__(self, channels: tuple[int, ...] = (32, 64, 128, 128)) -> None:
+    out_features = 128
+
+    def __init__(self) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
-        in_channels = 3
-        for out_channels in channels:
+        for c_in, c_out in ((3, 32), (32, 64), (64, 128), (128, 128)):
             blocks += [
-                nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-                nn.BatchNorm2d(out_channels),
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
                 nn.ReLU(inplace=True),
                 nn.MaxPool2d(2),
             ]
-            in_channels = out_channels
         self.features = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.out_features = in_channels
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pool(self.features(x)).flatten(1)
 
 
-def _build_backbone(backbone: str) -> tuple[nn.Module, int]:
-    """Randomly initialised backbone whose forward gives pooled features (B, F); returns F too."""
-    if backbone == "smallcnn":
-        net = SmallCNN()
-        return net, net.out_features
-    resnet = getattr(torchvision.models, backbone)(weights=None)
-    n_features = resnet.fc.in_features
-    resnet.fc = nn.Identity()  # torchvision's ResNet already average-pools and flattens
-    return resnet, n_features
-
-
-# ----------------------------------------------------------------------------------------------
-# Weights
-# ----------------------------------------------------------------------------------------------
-
-
 def _extract_state_dict(obj: Any, source: str) -> dict[str, Tensor]:
+    """A state dict, a checkpoint holding one under 'state_dict' or 'model', or either saved
+    from nn.DataParallel ('module.') or an EmbeddingNet's backbone ('backbone.') -> state dict."""
     if isinstance(obj, Mapping):
-        for key in ("state_dict", "model"):
-            if key in obj and isinstance(obj[key], Mapping):
-                obj = obj[key]
-                break
+        obj = next(
+            (obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), Mapping)), obj
+        )
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise ValueError(
             f"{source} does not hold a state dict; expected a mapping of parameter names to "
             "tensors, or a checkpoint dict with a 'state_dict' or 'model' entry."
         )
     state = dict(obj)
-    # Saved from nn.DataParallel / from an EmbeddingNet's backbone attribute.
     for prefix in ("module.", "backbone."):
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix) :]: v for k, v in state.items()}
     return state
-
-
-def load_backbone_weights(backbone: nn.Module, state: Any, source: str) -> None:
-    """Load a torchvision-style state dict into `backbone`, strictly except for 'fc.*' keys.
-
-    Raises ValueError naming the missing / unexpected / mis-shaped keys.
-    """
-    state = _extract_state_dict(state, source)
-    state = {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIX)}
-    own = backbone.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mis_shaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or mis_shaped:
-        raise ValueError(
-            f"weights in {source} do not match the backbone: missing keys {missing[:5]}, "
-            f"unexpected keys {unexpected[:5]}, mis-shaped keys {mis_shaped[:5]} "
-            f"({len(missing)}, {len(unexpected)}, {len(mis_shaped)} in all); expected a state "
-            "dict of the same torchvision architecture (only 'fc.*' keys are ignored)."
-        )
-    backbone.load_state_dict(state, strict=True)
-
-
-def _download_state_dict(weights: Any) -> dict[str, Tensor]:
-    """torchvision's own loader (would download into the hub cache); patched out in tests."""
-    return weights.get_state_dict(progress=False, check_hash=False)
 
 
 def _imagenet_state_dict(backbone: str) -> dict[str, Tensor]:
@@ -166,14 +100,13 @@ def _imagenet_state_dict(backbone: str) -> dict[str, Tensor]:
             "pretrained='imagenet' is not available for backbone 'smallcnn'; use a ResNet "
             "backbone, pretrained=None, or a path to a local weights file."
         )
-    weights = getattr(torchvision.models, _RESNET_WEIGHTS[backbone]).IMAGENET1K_V1
+    weights = torchvision.models.get_model_weights(backbone).IMAGENET1K_V1
     filename = os.path.basename(weights.url)
     checkpoint_dir = Path(torch.hub.get_dir()) / "checkpoints"
-    cached = checkpoint_dir / filename
-    if cached.is_file():
-        return torch.load(cached, map_location="cpu", weights_only=True)
+    if (checkpoint_dir / filename).is_file():
+        return torch.load(checkpoint_dir / filename, map_location="cpu", weights_only=True)
     try:
-        return _download_state_dict(weights)
+        return weights.get_state_dict(progress=False, check_hash=False)
     except Exception as exc:  # no network, proxy, SSL, disk: all mean the same to the user
         raise WeightsUnavailableError(
             f"ImageNet weights for {backbone} ({filename}, torchvision's {weights}) are not "
@@ -183,29 +116,35 @@ def _imagenet_state_dict(backbone: str) -> dict[str, Tensor]:
 
 
 def _load_pretrained(backbone_name: str, backbone: nn.Module, pretrained: Any) -> None:
+    """Load `pretrained` (see EmbeddingNet) into `backbone`, strictly except for the 'fc.*'
+    keys (the ResNet classifier, replaced by our embedding layer)."""
     if pretrained is None or (isinstance(pretrained, str) and pretrained.lower() == "none"):
         return
     if isinstance(pretrained, str) and pretrained.lower() == "imagenet":
         state = _imagenet_state_dict(backbone_name)
-        load_backbone_weights(
-            backbone, state, f"torchvision's ImageNet weights for {backbone_name}"
-        )
-        return
-    if not isinstance(pretrained, (str, os.PathLike)):
+        source = f"torchvision's ImageNet weights for {backbone_name}"
+    elif isinstance(pretrained, (str, os.PathLike)):
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained weights file {str(path)!r} does not exist.")
+        state, source = torch.load(path, map_location="cpu", weights_only=True), str(path)
+    else:
         raise ValueError(
             f"pretrained must be None, 'none', 'imagenet' or a path to a weights file, "
             f"got {pretrained!r}."
         )
-    path = Path(pretrained).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights file {str(path)!r} does not exist.")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    load_backbone_weights(backbone, state, str(path))
-
-
-# ----------------------------------------------------------------------------------------------
-# The network
-# ----------------------------------------------------------------------------------------------
+    state = {k: v for k, v in _extract_state_dict(state, source).items() if not k.startswith("fc.")}
+    own = backbone.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    mis_shaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or mis_shaped:
+        raise ValueError(
+            f"weights in {source} do not match the backbone: missing keys {missing[:5]}, "
+            f"unexpected keys {unexpected[:5]}, mis-shaped keys {mis_shaped[:5]} "
+            f"({len(missing)}, {len(unexpected)}, {len(mis_shaped)} in all); expected a state "
+            "dict of the same torchvision architecture (only 'fc.*' keys are ignored)."
+        )
+    backbone.load_state_dict(state, strict=True)
 
 
 class EmbeddingNet(nn.Module):
@@ -230,29 +169,27 @@ class EmbeddingNet(nn.Module):
     ) -> None:
         super().__init__()
         _check_backbone(backbone)
-        for name, value in (
-            ("embedding_dim", embedding_dim),
-            ("n_coarse", n_coarse),
-            ("n_fine", n_fine),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}.")
         self.backbone_name = backbone
-        self.embedding_dim = embedding_dim
-        self.n_coarse = n_coarse
-        self.n_fine = n_fine
+        self.embedding_dim = checks.integer("embedding_dim", embedding_dim, minimum=1)
+        self.n_coarse = checks.integer("n_coarse", n_coarse, minimum=1)
+        self.n_fine = checks.integer("n_fine", n_fine, minimum=1)
         self.normalize = bool(normalize)
         self.freeze_bn = bool(freeze_bn)
 
-        self.backbone, n_features = _build_backbone(backbone)
+        if backbone == "smallcnn":
+            self.backbone, n_features = SmallCNN(), SmallCNN.out_features
+        else:
+            self.backbone = getattr(torchvision.models, backbone)(weights=None)
+            n_features = self.backbone.fc.in_features
+            self.backbone.fc = nn.Identity()  # torchvision's ResNet already pools and flattens
         _load_pretrained(backbone, self.backbone, pretrained)
         self.embedding = nn.Linear(n_features, embedding_dim)
         # Constant buffers: they follow .to(device) but are neither trained nor saved.
         mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
         self.register_buffer("pixel_mean", 255 * mean.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", 255 * std.view(1, 3, 1, 1), persistent=False)
-        self.coarse_head = nn.Linear(embedding_dim, n_coarse)
-        self.fine_head = nn.Linear(embedding_dim, n_fine)
+        self.coarse_head = nn.Linear(embedding_dim, self.n_coarse)
+        self.fine_head = nn.Linear(embedding_dim, self.n_fine)
 
         if self.freeze_bn:
             for module in self._batch_norms():
@@ -276,37 +213,26 @@ class EmbeddingNet(nn.Module):
         workers pass 4x fewer bytes and the conversion runs on the model's device) are scaled
         and normalised with the ImageNet statistics; float input is taken as already normalised.
         """
-        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != 3:
-            got = (
-                f"{x.dtype} tensor of shape {tuple(x.shape)}"
-                if isinstance(x, Tensor)
-                else type(x).__name__
-            )
-            raise ValueError(f"expected an image batch of shape (B, 3, H, W), got {got}.")
+        batch = isinstance(x, Tensor) and x.dim() == 4 and x.shape[1] == 3
+        if not batch or not (x.dtype == torch.uint8 or x.is_floating_point()):
+            got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"expected uint8 or float images of shape (B, 3, H, W), got {got}.")
         if x.dtype == torch.uint8:
             x = x.to(self.pixel_mean.device, non_blocking=True).float()
             x = (x - self.pixel_mean) / self.pixel_std
-        elif not x.is_floating_point():
-            raise ValueError(
-                f"expected uint8 or float images of shape (B, 3, H, W), got dtype {x.dtype}."
-            )
         # On a GPU the network runs in channels_last layout (faster convolutions).
         return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
 
-    def _raw_embedding(self, x: Tensor) -> Tensor:
-        return self.embedding(self.backbone(self.prepare_input(x)))
-
-    def _finish(self, raw: Tensor) -> Tensor:
-        return F.normalize(raw, dim=1) if self.normalize else raw
-
     def forward(self, x: Tensor) -> EmbeddingOutput:
         """x (B, 3, H, W) -> EmbeddingOutput(embedding (B, d), coarse (B, k1), fine (B, k2))."""
-        raw = self._raw_embedding(x)
-        return EmbeddingOutput(self._finish(raw), self.coarse_head(raw), self.fine_head(raw))
+        raw = self.embedding(self.backbone(self.prepare_input(x)))
+        embedding = F.normalize(raw, dim=1) if self.normalize else raw
+        return EmbeddingOutput(embedding, self.coarse_head(raw), self.fine_head(raw))
 
     def embed(self, x: Tensor) -> Tensor:
         """x (B, 3, H, W) -> (B, d): the same embedding as forward, without the heads."""
-        return self._finish(self._raw_embedding(x))
+        raw = self.embedding(self.backbone(self.prepare_input(x)))
+        return F.normalize(raw, dim=1) if self.normalize else raw
 
     def extra_repr(self) -> str:
         return (
@@ -326,16 +252,12 @@ def embed_images(
     on_device: bool = False,
 ) -> Tensor:
     """Embed every image, in order -> float32 (N, d) on the CPU (on the model's device with
-    `on_device`). The one embedding routine: notebooks, evaluation, inference, the bank.
+    `on_device`): the one embedding routine of notebooks, evaluation, inference and the bank.
 
-    images: a Dataset whose items are tuples starting with an image (3, H, W) (batched here by
-    `batch_size`), or any iterable of such batches (a DataLoader with workers, possibly wrapped
-    in a progress bar). Runs in eval mode without gradients, under autocast when `dtype` is
-    given, and restores the model's train/eval mode.
+    images: a Dataset of tuples starting with an image (3, H, W), batched by `batch_size`, or
+    any iterable of such batches. Eval mode (restored after), autocast when `dtype` is given.
     """
     if isinstance(images, torch.utils.data.Dataset):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
         if len(images) == 0:
             raise ValueError("the dataset is empty; expected at least one image to embed.")
         generator = torch.Generator().manual_seed(0)  # never a draw from the global RNG
@@ -348,12 +270,13 @@ def embed_images(
     model.eval()
     try:
         with autocast:
-            parts = [model.embed(_first(batch).to(device, non_blocking=True)) for batch in loader]
+            parts = [
+                model.embed(
+                    (x[0] if isinstance(x, (list, tuple)) else x).to(device, non_blocking=True)
+                )
+                for x in loader
+            ]
     finally:
         model.train(was_training)
     embeddings = torch.cat(parts).float()
     return embeddings if on_device else embeddings.cpu()
-
-
-def _first(batch: object) -> Tensor:
-    return batch[0] if isinstance(batch, (list, tuple)) else batch

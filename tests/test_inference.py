@@ -79,8 +79,6 @@ def test_file_round_trip_numpy_and_pandas(gallery, tmp_path):
         frame = pd.DataFrame({k: f[k] for k in ("path", "fine", "coarse", "fine_name", "split")})
         assert json.loads(str(f["run"]))["weights_sha256"] == gallery.run["weights_sha256"]
     assert frame["path"].tolist() == gallery.items["path"].tolist()
-    wide = gallery.to_frame()
-    assert wide.shape == (len(gallery), 6 + gallery.vectors.shape[1])
 
 
 def test_folder_list_and_csv_inputs(run, gallery, trained, tmp_path):

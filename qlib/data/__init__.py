@@ -1,13 +1,5 @@
-"""Datasets as manifests: one DataFrame shape for every source, one Dataset for every manifest.
-
-    manifest.py       the manifest's columns and conventions, checks, zero-shot split, CSV
-                      manifests, folder trees root/<coarse>/<fine>/<image>, the summary
-    images.py         decoding, uint8 transforms, HierarchicalImageDataset, the resized cache
-    coarse.py         coarse vocabularies of named classes (data/coarse/*.csv)
-    stanford_cars.py  Stanford Cars 196 (three layouts)    sop.py        Stanford Online Products
-    cub200.py         CUB-200-2011                         synthetic.py  the embedded default
-
-`load_dataset(name, root, ...)` dispatches on a name of DATASETS.
+"""Datasets as manifests: one DataFrame shape for every source (manifest.py), one Dataset for
+every manifest (images.py), one loader per source; `load_dataset` dispatches on a name.
 """
 # The imports below are the package's API, re-exported for `from qlib import data`.
 # ruff: noqa: F401
@@ -19,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..utils import resolve_path
-from .coarse import COARSE_VOCABULARIES, coarse_table
+from .coarse import coarse_table
 from .cub200 import cub200_class_names, load_cub200
 from .images import (
     HierarchicalImageDataset,
@@ -33,8 +25,6 @@ from .images import (
 )
 from .manifest import (
     MANIFEST_COLUMNS,
-    SPLITS,
-    anchor_mask,
     check_manifest,
     load_folder_tree,
     load_manifest,
@@ -58,8 +48,6 @@ def load_dataset(
     size: str = "demo",
     seed: int = 0,
     split_strategy: str = "half",
-    check_images: bool = False,
-    skip_broken: bool = False,
 ) -> pd.DataFrame:
     """A manifest by dataset name (one of DATASETS):
 
@@ -69,8 +57,6 @@ def load_dataset(
     - "sop": root = the Stanford_Online_Products folder (coarse: the 12 super-categories);
     - "manifest": root = a CSV; "folder": root = root/<coarse>/<fine>/<image>; both split by
       `split_strategy` and `seed` when the data has no split.
-
-    `check_images` / `skip_broken`: decode every file / drop unreadable ones (not "synthetic").
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}.")
@@ -78,16 +64,14 @@ def load_dataset(
         return load_synthetic(size=size, seed=seed)
     if root is None or str(root) == "":
         raise ValueError(f"dataset {name!r} needs a root (folder or CSV path); got none.")
-    files = {"check_images": check_images, "skip_broken": skip_broken}
-    given = coarse is not None and not (isinstance(coarse, str) and coarse == "")
-    if name == "stanford_cars":
-        return load_stanford_cars(root, coarse if given else DEFAULT_COARSE[name], **files)
-    if name == "cub200":
-        return load_cub200(root, coarse if given else DEFAULT_COARSE[name], **files)
+    if name in DEFAULT_COARSE:
+        loader = load_stanford_cars if name == "stanford_cars" else load_cub200
+        unset = coarse is None or (isinstance(coarse, str) and coarse == "")
+        return loader(root, DEFAULT_COARSE[name] if unset else coarse)
     if name == "sop":
-        return load_stanford_online_products(root, **files)
+        return load_stanford_online_products(root)
     loader = load_manifest if name == "manifest" else load_folder_tree
-    return loader(root, split_strategy, seed, **files)
+    return loader(root, split_strategy, seed)
 
 
 def dataset_source(

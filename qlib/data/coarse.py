@@ -1,10 +1,6 @@
-"""Coarse vocabularies of datasets whose classes have names but no published coarse labels
-(Stanford Cars 196, CUB-200-2011), and the manifest of such a class-numbered dataset.
-
-A vocabulary is a table data/coarse/<name>.csv (class_id, class_name, coarse_name, rule) made
-by scripts/make_coarse_tables.py from the official class names and documented in
-data/README.md. A user's own mapping is a CSV path, DataFrame or dict: class id or name ->
-coarse name, covering every class.
+"""Coarse vocabularies (data/coarse/<name>.csv, documented in data/README.md) of datasets whose
+classes have names but no published coarse labels (Stanford Cars 196, CUB-200-2011), a user's
+own mapping, and the manifest of such a class-numbered dataset.
 """
 
 from __future__ import annotations
@@ -20,7 +16,6 @@ import pandas as pd
 from ..utils import repo_root
 
 DATA_DIR = repo_root() / "data"
-COARSE_DIR = DATA_DIR / "coarse"
 # vocabulary -> the dataset whose classes it labels
 COARSE_VOCABULARIES = {
     "suffix22": "stanford_cars",
@@ -65,7 +60,7 @@ def coarse_table(name: str) -> pd.DataFrame:
             f"unknown coarse vocabulary {name!r}; expected one of {tuple(COARSE_VOCABULARIES)} "
             "or a CSV path."
         )
-    return pd.read_csv(COARSE_DIR / f"{name}.csv")
+    return pd.read_csv(DATA_DIR / "coarse" / f"{name}.csv")
 
 
 def _as_table(coarse: CoarseSpec, own: tuple[str, ...]) -> pd.DataFrame:

@@ -1,10 +1,5 @@
-"""CUB-200-2011 (Wah et al. 2011): 11,788 images of 200 bird species, in its official layout
-CUB_200_2011/ (images.txt, image_class_labels.txt, classes.txt, images/).
-
-Zero-shot protocol of deep metric learning: species 1-100 train (5,864 images), 101-200 test
-(5,924); fine = class id - 1. train_test_split.txt (a classification split: every species on
-both sides) is not read. Coarse: "lastword58", the last word of the species name with 15
-documented exceptions (data/README.md), or the user's own mapping.
+"""CUB-200-2011 (Wah et al. 2011) in its official layout, zero-shot: species 1-100 train, 101-200
+test (train_test_split.txt, a classification split, is not read); details in data/README.md.
 """
 
 from __future__ import annotations
@@ -50,18 +45,9 @@ def _read_pairs(path: Path) -> dict[int, str]:
     return pairs
 
 
-def load_cub200(
-    root: str | Path,
-    coarse: vocab.CoarseSpec = "lastword58",
-    check_images: bool = False,
-    skip_broken: bool = False,
-) -> pd.DataFrame:
-    """CUB-200-2011 in its official layout -> manifest, species 1-100 train, 101-200 test.
-
-    `coarse`: "lastword58" (default) or a CSV path / DataFrame / dict mapping species name or
-    id -> coarse name. Counts other than the official ones warn; `check_images` decodes every
-    file (`skip_broken` drops unreadable ones with a warning).
-    """
+def load_cub200(root: str | Path, coarse: vocab.CoarseSpec = "lastword58") -> pd.DataFrame:
+    """CUB-200-2011 in its official layout -> manifest. `coarse`: "lastword58" or a CSV path /
+    DataFrame / dict mapping species name or id -> coarse name. Other counts warn."""
     _, base = find_layout(root, CUB_LAYOUTS, "CUB-200-2011", CUB_HELP)
     images, labels, classes = (_read_pairs(base / name) for name in CUB_FILES)
     unpaired = sorted(set(images) ^ set(labels))
@@ -80,4 +66,4 @@ def load_cub200(
     mapping = vocab.coarse_mapping(coarse, names, "cub200")
     df = vocab.class_manifest(records, names, mapping, n_train_classes=100)
     warn_counts(df, CUB_COUNTS, f"CUB-200-2011 in {base}")
-    return finish(df, check_images, skip_broken)
+    return finish(df)

@@ -1,13 +1,8 @@
 """Images: decoding, the paper's augmentation on uint8 tensors, the Dataset that serves every
-manifest, and a cache of pre-resized copies that makes decoding cheap.
+manifest, and a cache of pre-resized copies that makes decoding cheap (data/README.md).
 
-Image contract (PLAN.md): an item is a uint8 tensor (3, s, s), resized, cropped and flipped but
-not converted to float nor normalised: `qlib.model.EmbeddingNet` does that on its own device,
-so data-loader workers do less work and pass 4x fewer bytes.
-
-Why the cache (benchmarks/results/bench_data.md): decoding a Stanford-Cars-size JPEG (about
-700 x 480) costs most of an item, and the transforms shrink it to a short side of 256 anyway.
-`read_resized` does that once and keeps the result as a JPEG; later reads decode the small file.
+An item is a uint8 tensor (3, s, s), not normalised: `qlib.model.EmbeddingNet` does that on its
+own device, so data-loader workers do less work and pass 4x fewer bytes.
 """
 
 from __future__ import annotations
@@ -38,16 +33,10 @@ def read_image(path: str | Path) -> Tensor:
         with Image.open(path) as img:
             array = np.array(img if img.mode == "RGB" else img.convert("RGB"))
     except Exception as err:  # PIL raises many types for missing and broken files
-        raise ValueError(f"cannot read image {path}: {err}") from err
+        raise ValueError(
+            f"cannot read image {str(path)!r} ({err}); expected an image file (JPEG, PNG, ...)."
+        ) from err
     return torch.from_numpy(array).permute(2, 0, 1)
-
-
-def image_is_readable(path: str | Path) -> bool:
-    try:
-        read_image(path)
-        return True
-    except ValueError:
-        return False
 
 
 def resize_side(image_size: int) -> int:
@@ -74,13 +63,9 @@ def crop_and_flip(image: Tensor, size: int, top: float, left: float, flip: float
 
 
 def make_transforms(image_size: int, train: bool) -> Callable[[Tensor], Tensor]:
-    """uint8 (3, H, W) -> uint8 (3, image_size, image_size), the project's augmentation.
-
-    Both resize the short side to `resize_side(image_size)`; eval then takes the center crop,
-    train a random crop and a random horizontal flip (`crop_and_flip` with draws from torch's
-    global RNG; `qlib.train` draws them from the run's own generator instead). No float
-    conversion, no normalisation (the model's job).
-    """
+    """uint8 (3, H, W) -> uint8 (3, image_size, image_size): the short side resized to
+    `resize_side(image_size)`, then the center crop (eval) or `crop_and_flip` with draws from
+    torch's global RNG (train; `qlib.train` draws them from the run's own generator)."""
     from torchvision.transforms import v2
 
     resize = resize_transform(image_size)
@@ -117,11 +102,8 @@ def resized_cache_file(path: str | Path, folder: str | Path, short_side: int) ->
 
 def read_resized(path: str | Path, folder: str | Path, short_side: int = 256) -> Tensor:
     """`shrink(read_image(path), short_side)` through the cache in `folder` -> uint8 (3, h, w).
-
-    The first call decodes the source and writes the copy (JPEG, CACHE_QUALITY) atomically;
-    later calls decode the copy. Concurrent writers of one entry write the same bytes and each
-    renames its own temporary file, so a reader sees either no file or a whole one.
-    """
+    The copy is written atomically: concurrent writers of one entry write the same bytes, and a
+    reader sees either no file or a whole one."""
     target = resized_cache_file(path, folder, short_side)
     if not target.is_file():
         pixels = shrink(read_image(path), short_side).permute(1, 2, 0).numpy()
@@ -132,13 +114,11 @@ def read_resized(path: str | Path, folder: str | Path, short_side: int = 256) ->
 
 
 class HierarchicalImageDataset(torch.utils.data.Dataset):
-    """Row i of the manifest (rows in order) -> (image uint8 (3, H, W), fine int, coarse int).
+    """Row i of the manifest -> (image uint8 (3, H, W), fine int, coarse int).
 
-    transform: applied to the decoded uint8 image (`make_transforms`); None yields it as is.
-    cache_in_memory: decode every image once up front (small sets such as the synthetic one).
-    resize_cache: a folder for `read_resized` copies with short side `cache_side`; use
-    `resize_side(image_size)` so that the transform's resize is then a no-op. Build it once
-    (one pass over the data) and share it between runs; delete the folder to reclaim the space.
+    transform: applied to the decoded image (None: as is); cache_in_memory: decode every image
+    once up front (small sets); resize_cache: a folder for `read_resized` copies with short
+    side `cache_side` (use `resize_side(image_size)`: the transform's resize is then a no-op).
     """
 
     def __init__(

@@ -1,19 +1,13 @@
-"""The manifest: one table for every dataset, its checks, the zero-shot split, CSV manifests,
+"""The manifest, a DataFrame with one row per image and the columns MANIFEST_COLUMNS (its
+conventions: docs/spec.md, "Data protocol"): its checks, the zero-shot split, CSV manifests,
 folder trees, the helpers every loader shares, and the summary notebook 01 reports.
-
-A manifest is a `pandas.DataFrame`, one row per image, with the columns MANIFEST_COLUMNS:
-`path` (str, an image file), `fine` (int), `coarse` (int), `fine_name`, `coarse_name`, `split`
-("train" / "test"). Conventions every loader keeps (docs/spec.md, "Data protocol"):
-- every fine class belongs to exactly one coarse class and to one split (zero-shot);
-- coarse ids are 0..k1-1, the index of the coarse name in the sorted names of the vocabulary;
-- fine ids put the training classes first (0..k2-1, the outputs of the model's fine head).
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +15,6 @@ import pandas as pd
 import torch
 
 from ..utils import read_json, write_json
-from .images import image_is_readable
 
 MANIFEST_COLUMNS = ("path", "fine", "coarse", "fine_name", "coarse_name", "split")
 SPLITS = ("train", "test")
@@ -45,12 +38,8 @@ def check_labels(df: pd.DataFrame, fine: str, coarse: str, shown: str | None = N
 
 
 def check_manifest(manifest: pd.DataFrame, warn_anchors: bool = True) -> pd.DataFrame:
-    """Validate a manifest -> a copy with canonical dtypes and MANIFEST_COLUMNS first.
-
-    Raises ValueError for missing columns, no rows, non-integer ids, a fine class in two coarse
-    classes or in both splits, a split other than train/test, an empty split. Warns (dropping
-    nothing) about coarse classes with a single training fine class: no P-, never an anchor.
-    """
+    """Validate a manifest -> a copy with canonical dtypes and MANIFEST_COLUMNS first; warns
+    (dropping nothing) about coarse classes with a single training fine class (no P-)."""
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
         raise ValueError(f"manifest lacks columns {missing}; expected {list(MANIFEST_COLUMNS)}.")
@@ -121,33 +110,15 @@ def split_by_fine_class(
     return manifest.assign(split=np.where(manifest[key].isin(train), "train", "test"))
 
 
-def check_files(manifest: pd.DataFrame, check_images: bool, skip_broken: bool) -> pd.DataFrame:
-    """Missing files always raise. With `check_images` every file is decoded: an unreadable
-    one raises, or with `skip_broken` is dropped and counted in a warning."""
-    missing = [p for p in manifest["path"] if not os.path.isfile(p)]
+def finish(df: pd.DataFrame) -> pd.DataFrame:
+    """The last step of every loader: every listed file exists, then `check_manifest`."""
+    missing = [p for p in df["path"] if not os.path.isfile(p)]
     if missing:
         raise FileNotFoundError(
             f"{len(missing)} image files do not exist, e.g. {missing[:3]}; expected every "
             "listed image on disk."
         )
-    readable = np.array([not check_images or image_is_readable(p) for p in manifest["path"]])
-    broken = manifest["path"][~readable].tolist()
-    if broken and not skip_broken:
-        raise ValueError(
-            f"{len(broken)} images are unreadable or corrupt, e.g. {broken[:3]}; fix or remove "
-            "them, or pass skip_broken=True to leave them out."
-        )
-    if broken:
-        warnings.warn(
-            f"skipped {len(broken)} unreadable images (skip_broken=True), e.g. {broken[:3]}.",
-            stacklevel=3,
-        )
-    return manifest[readable].reset_index(drop=True)
-
-
-def finish(df: pd.DataFrame, check_images: bool, skip_broken: bool) -> pd.DataFrame:
-    """The last step of every loader: `check_files`, then `check_manifest`."""
-    return check_manifest(check_files(df.reset_index(drop=True), check_images, skip_broken))
+    return check_manifest(df.reset_index(drop=True))
 
 
 def warn_counts(df: pd.DataFrame, expected: Mapping[str, int], what: str) -> None:
@@ -162,7 +133,7 @@ def warn_counts(df: pd.DataFrame, expected: Mapping[str, int], what: str) -> Non
         )
 
 
-def _entries(folder: Path) -> list[Path]:
+def list_folder(folder: Path) -> list[Path]:
     """The folder's entries in name order, hidden ones (".name") left out."""
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
@@ -171,29 +142,29 @@ def _candidate_folders(root: Path) -> Iterator[Path]:
     """root, its sub-folders, then theirs (50 per level): lazily, so a match at the top lists
     no more."""
     yield root
-    level1 = [p for p in _entries(root) if p.is_dir()][:50]
+    level1 = [p for p in list_folder(root) if p.is_dir()][:50]
     yield from level1
     for folder in level1:
-        yield from [p for p in _entries(folder) if p.is_dir()][:50]
+        yield from [p for p in list_folder(folder) if p.is_dir()][:50]
 
 
 def find_layout(
-    root: str | Path, layouts: Mapping[str, tuple[str, Callable]], dataset: str, help_text: str
+    root: str | Path, layouts: Mapping[str, tuple], dataset: str, help_text: str
 ) -> tuple[str, Path]:
     """(layout name, the folder that holds it) for `layouts` = {name: (description,
-    present(folder) -> bool)}, searched in root and up to two folders below it (mirrors nest).
-    The error lists what root holds and what each layout expects."""
+    present(folder) -> bool, ...)}, searched in root and up to two folders below it (mirrors
+    nest). The error lists what root holds and what each layout expects."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(
             f"{dataset} root {root} does not exist or is not a folder. {help_text}"
         )
     for base in _candidate_folders(root):
-        for name, (_, present) in layouts.items():
+        for name, (_, present, *_) in layouts.items():
             if present(base):
                 return name, base
     found = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())
-    expected = "; ".join(f"{name}: {description}" for name, (description, _) in layouts.items())
+    expected = "; ".join(f"{name}: {layout[0]}" for name, layout in layouts.items())
     raise ValueError(
         f"no {dataset} layout found in {root} (found: {found[:15]}). Expected one of: "
         f"{expected}. {help_text}"
@@ -237,16 +208,11 @@ def load_manifest(
     csv_path: str | Path,
     split_strategy: str = "half",
     seed: int = 0,
-    check_images: bool = False,
-    skip_broken: bool = False,
 ) -> pd.DataFrame:
     """A CSV with `path`, `fine`, `coarse` (names or integer ids), optional `split`,
-    `fine_name`, `coarse_name` -> manifest. Relative paths start at the CSV's folder.
-
-    Integer ids are kept as given (what `save_manifest` wrote reads back unchanged); names get
-    ids by the manifest conventions and are kept in fine_name / coarse_name. Without a split,
-    `split_by_fine_class(split_strategy, seed)`.
-    """
+    `fine_name`, `coarse_name` -> manifest; relative paths start at the CSV's folder. Integer
+    ids are kept (what `save_manifest` wrote reads back unchanged), names get ids by the
+    manifest conventions; without a split, `split_by_fine_class(split_strategy, seed)`."""
     csv_path = Path(csv_path).expanduser()
     if not csv_path.is_file():
         raise FileNotFoundError(f"manifest CSV {csv_path} does not exist; expected a CSV file.")
@@ -271,21 +237,17 @@ def load_manifest(
     numbered = number_classes(df, "_fine", "_coarse")
     for level in ("fine", "coarse"):
         df[level] = df[f"_{level}"] if is_id[level] else numbered[level]
-    return finish(df.drop(columns=["_fine", "_coarse"]), check_images, skip_broken)
+    return finish(df.drop(columns=["_fine", "_coarse"]))
 
 
 def load_folder_tree(
     root: str | Path,
     split_strategy: str = "half",
     seed: int = 0,
-    check_images: bool = False,
-    skip_broken: bool = False,
 ) -> pd.DataFrame:
-    """root/<coarse>/<fine>/<image> -> manifest, split zero-shot by `split_by_fine_class`.
-
-    A fine folder name under two coarse folders is one fine class with two coarse classes, an
-    error. Entries that are not images at that depth are named in a warning, not read.
-    """
+    """root/<coarse>/<fine>/<image> -> manifest, split by `split_by_fine_class`. A fine folder
+    name under two coarse folders is an error; entries that are not images at that depth are
+    named in a warning, not read."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(
@@ -293,9 +255,9 @@ def load_folder_tree(
         )
     rows, ignored = [], []
     # A file above the fine level stands for its own folder, so it lands in `ignored`.
-    for coarse_dir in _entries(root):
-        for fine_dir in _entries(coarse_dir) if coarse_dir.is_dir() else [coarse_dir]:
-            for file in _entries(fine_dir) if fine_dir.is_dir() else [fine_dir]:
+    for coarse_dir in list_folder(root):
+        for fine_dir in list_folder(coarse_dir) if coarse_dir.is_dir() else [coarse_dir]:
+            for file in list_folder(fine_dir) if fine_dir.is_dir() else [fine_dir]:
                 if file.parent == fine_dir and is_image_file(file):
                     rows.append((str(file), fine_dir.name, coarse_dir.name))
                 else:
@@ -311,34 +273,19 @@ def load_folder_tree(
     df = pd.DataFrame(rows, columns=["path", "fine_name", "coarse_name"])
     df = split_by_fine_class(df, split_strategy, seed)
     check_labels(df, "fine_name", "coarse_name")
-    return finish(number_classes(df, "fine_name", "coarse_name"), check_images, skip_broken)
-
-
-def anchor_mask(manifest: pd.DataFrame) -> np.ndarray:
-    """Training rows that can anchor a quadruplet (qlib.miners.valid_anchors on the training
-    split) -> bool (N,) over the whole manifest, False for test rows."""
-    from ..miners import valid_anchors
-
-    train = (manifest["split"] == "train").to_numpy()
-    mask = np.zeros(len(manifest), dtype=bool)
-    if train.any():
-        labels = (
-            torch.from_numpy(manifest[c].to_numpy(np.int64)[train]) for c in ("fine", "coarse")
-        )
-        mask[train] = valid_anchors(*labels).numpy()
-    return mask
+    return finish(number_classes(df, "fine_name", "coarse_name"))
 
 
 def summarize(manifest: pd.DataFrame) -> dict:
-    """Counts per split, the coarse -> fine tree and the classes that cannot anchor.
+    """Counts per split (`splits[s]`: images, fine / coarse classes, images per fine class,
+    `chance_R@1`: the percent chance that a random other image shares the query's class), the
+    coarse -> fine tree, and what cannot anchor: `cannot_anchor` (coarse classes with a single
+    training fine class: no P-), `test_only_coarse`, `single_image_fine` (no P+)."""
+    from ..miners import valid_anchors
 
-    `splits[s]`: images, fine/coarse classes, images per fine class, and `chance_R@1` (percent:
-    the chance that a random other image shares the query's class). `cannot_anchor`: coarse
-    classes with a single training fine class (no P-, docs/spec.md); `test_only_coarse`: coarse
-    classes with no training fine class; `single_image_fine`: training fine classes with one
-    image (no P+); `n_valid_anchors`: training images that can anchor a quadruplet.
-    """
     df = check_manifest(manifest, warn_anchors=False)
+    train = df[df["split"] == "train"]
+    labels = (torch.tensor(train[c].to_numpy(np.int64)) for c in ("fine", "coarse"))
     splits = {}
     for split in SPLITS:
         part = df[df["split"] == split]
@@ -356,7 +303,7 @@ def summarize(manifest: pd.DataFrame) -> dict:
         name: {s: sorted(g.loc[g["split"] == s, "fine_name"].unique().tolist()) for s in SPLITS}
         for name, g in df.groupby("coarse_name", sort=True)
     }
-    per_fine = df[df["split"] == "train"].groupby("fine_name").size()
+    per_fine = train.groupby("fine_name").size()
     return {
         "n_images": len(df),
         "n_fine": int(df["fine"].nunique()),
@@ -366,5 +313,5 @@ def summarize(manifest: pd.DataFrame) -> dict:
         "cannot_anchor": _single_train_fine_coarse(df),
         "test_only_coarse": sorted(n for n, t in tree.items() if not t["train"]),
         "single_image_fine": sorted(per_fine.index[per_fine == 1].tolist()),
-        "n_valid_anchors": int(anchor_mask(df).sum()),
+        "n_valid_anchors": int(valid_anchors(*labels).sum()),
     }

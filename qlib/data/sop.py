@@ -1,8 +1,5 @@
-"""Stanford Online Products (Song et al. 2016): 120,053 images of 22,634 products (fine) in 12
-super-categories (coarse), official zero-shot split 59,551 train / 60,502 test images. Layout:
-Stanford_Online_Products/ with Ebay_train.txt and Ebay_test.txt (header `image_id class_id
-super_class_id path`, rows such as `1 1 1 bicycle_final/111085122871_0.JPG`) beside one image
-folder per super-category.
+"""Stanford Online Products (Song et al. 2016): products (fine) in 12 super-categories (coarse),
+the official zero-shot split, in the official layout (data/README.md).
 """
 
 from __future__ import annotations
@@ -44,17 +41,10 @@ def _read_list(path: Path) -> pd.DataFrame:
     return table.astype({c: "int64" for c in SOP_HEADER[:3]})
 
 
-def load_stanford_online_products(
-    root: str | Path, check_images: bool = False, skip_broken: bool = False
-) -> pd.DataFrame:
-    """Stanford Online Products in its official layout -> manifest.
-
-    fine: the products (fine_name "<super-category> <class_id>"), training products first,
-    each split in class_id order; coarse: the 12 super-categories, named after their folders
-    (bicycle_final -> "bicycle", coffee_maker_final -> "coffee maker"), ids in the sorted order
-    of the names; split: the official one, zero-shot. Counts other than the official ones warn;
-    `check_images` decodes every file (`skip_broken` drops unreadable ones with a warning).
-    """
+def load_stanford_online_products(root: str | Path) -> pd.DataFrame:
+    """Stanford Online Products in its official layout -> manifest: fine = the product
+    ("<super-category> <class_id>"), coarse = the super-category named after its folder
+    (coffee_maker_final -> "coffee maker"), the official split. Other counts warn."""
     _, base = find_layout(root, SOP_LAYOUTS, "Stanford Online Products", SOP_HELP)
     lists = [_read_list(base / name).assign(split=split) for split, name in SOP_FILES.items()]
     df = pd.concat(lists, ignore_index=True)
@@ -72,6 +62,4 @@ def load_stanford_online_products(
     df["path"] = [str(base / p) for p in df["path"]]
     df = number_classes(df, "class_id", "coarse_name").sort_values(["fine", "path"], kind="stable")
     warn_counts(df, SOP_COUNTS, f"Stanford Online Products in {base}")
-    return finish(
-        df.drop(columns=["image_id", "class_id", "super_class_id"]), check_images, skip_broken
-    )
+    return finish(df.drop(columns=["image_id", "class_id", "super_class_id"]))

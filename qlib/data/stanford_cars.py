@@ -1,8 +1,5 @@
-"""Stanford Cars 196 (Krause et al. 2013) in the three layouts it circulates in.
-
-Protocol (docs/spec.md): all 16,185 images (official train + test merged); fine = class id - 1;
-classes 1-98 train (8,054 images), 99-196 test (8,131); coarse labels from a vocabulary of
-qlib.data.coarse ("suffix22" by default, our inference of the paper's 22 car types).
+"""Stanford Cars 196 (Krause et al. 2013) in the three layouts it circulates in (data/README.md);
+the protocol (all 16,185 images, classes 1-98 train, 99-196 test): docs/spec.md.
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import coarse as vocab
-from .manifest import SPLITS, find_layout, finish, is_image_file, warn_counts
+from .manifest import SPLITS, find_layout, finish, is_image_file, list_folder, warn_counts
 
 CLASS_NAMES_FILE = vocab.DATA_DIR / "stanford_cars_class_names.txt"  # line i = class id i
 STANFORD_TRAIN_CLASSES = 98  # classes 1-98 train, 99-196 test
@@ -87,14 +84,12 @@ def _read_devkit(base: Path) -> pd.DataFrame:
 
 def _class_folders(base: Path) -> list[Path]:
     """Class folders at base/<class>/ or base/<train|test>/<class>/."""
-
-    def subfolders(folder: Path) -> list[Path]:
-        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
+    children = [p for p in list_folder(base) if p.is_dir()]
     return [
         folder
-        for child in subfolders(base)
-        for folder in (subfolders(child) if child.name.lower() in SPLITS else [child])
+        for child in children
+        for folder in (list_folder(child) if child.name.lower() in SPLITS else [child])
+        if folder.is_dir()
     ]
 
 
@@ -125,7 +120,7 @@ def _read_class_folders(base: Path) -> pd.DataFrame:
     rows, unknown, ignored = [], [], []
     for folder in _class_folders(base):
         class_id = _class_id_of_folder(folder.name)
-        files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        files = list_folder(folder)
         unknown += [folder.name] if class_id is None else []
         rows += [(str(f), class_id) for f in files if class_id and is_image_file(f)]
         ignored += [str(f) for f in files if class_id and not is_image_file(f)]
@@ -171,22 +166,16 @@ STANFORD_LAYOUTS = {
 def detect_stanford_layout(root: str | Path) -> tuple[str, Path]:
     """(layout name, the folder that holds it): root or a folder up to two levels below it
     (mirrors nest, e.g. stanford_cars/ or car_data/car_data/)."""
-    layouts = {name: (desc, present) for name, (desc, present, _) in STANFORD_LAYOUTS.items()}
-    return find_layout(root, layouts, "Stanford Cars", STANFORD_HELP)
+    return find_layout(root, STANFORD_LAYOUTS, "Stanford Cars", STANFORD_HELP)
 
 
 def load_stanford_cars(
     root: str | Path,
     coarse: vocab.CoarseSpec = "suffix22",
-    check_images: bool = False,
-    skip_broken: bool = False,
 ) -> pd.DataFrame:
-    """Stanford Cars 196 in any of the three layouts -> manifest (docs/spec.md protocol).
-
-    `coarse`: "suffix22" (default), "body9", "make49", or a CSV path / DataFrame / dict mapping
-    class name or id -> coarse name. Counts other than the official ones warn; `check_images`
-    decodes every file (`skip_broken` drops unreadable ones with a warning).
-    """
+    """Stanford Cars 196 in any of the three layouts -> manifest. `coarse`: "suffix22", "body9",
+    "make49", or a CSV path / DataFrame / dict mapping class name or id -> coarse name. Other
+    counts warn."""
     layout, base = detect_stanford_layout(root)
     names = stanford_class_names()
     mapping = vocab.coarse_mapping(coarse, names, "stanford_cars")
@@ -194,4 +183,4 @@ def load_stanford_cars(
         STANFORD_LAYOUTS[layout][2](base), names, mapping, STANFORD_TRAIN_CLASSES
     )
     warn_counts(df, STANFORD_COUNTS, f"Stanford Cars in {base} ({layout} layout)")
-    return finish(df, check_images, skip_broken)
+    return finish(df)

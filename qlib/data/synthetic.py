@@ -1,15 +1,11 @@
-"""The embedded dataset: a fine-grained hierarchical image set rendered in seconds, no download.
-
-The coarse class fixes an object's outline; the fine class fixes stripes, a mark and a small
-outline tweak; every instance draws its own pose, scale, colours, background clutter and noise,
-so colour carries no class information. Images are written once as PNG files under
-data/synthetic/<size>-seed<seed>/ (ignored by git) so that the manifest has real paths.
+"""The embedded dataset: a fine-grained hierarchical image set rendered in seconds, no download
+(what each level of the hierarchy draws: data/README.md). Images are written once as PNG files
+so that the manifest has real paths.
 """
 
 from __future__ import annotations
 
 import colorsys
-import json
 import math
 import os
 import shutil
@@ -20,7 +16,7 @@ import pandas as pd
 from PIL import Image, ImageChops, ImageDraw
 
 from .. import checks
-from ..utils import write_json
+from ..utils import read_json, write_json
 from .coarse import DATA_DIR, coarse_table
 from .manifest import SPLITS, check_manifest
 
@@ -37,13 +33,9 @@ SYNTHETIC_SIZES = {
 
 
 def _synthetic_hierarchy(size: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(coarse id of each fine class, split of each fine class, coarse names).
-
-    Training fine classes come first and each coarse class keeps half of its fine classes in
-    training. "cars196" copies the suffix22 hierarchy of Stanford Cars (coarse names are
-    shapeNN, not car types) and its 1-98 / 99-196 split, including the coarse classes with a
-    single training fine class.
-    """
+    """(coarse id of each fine class, split of each fine class, coarse names), training fine
+    classes first. "cars196" copies Stanford Cars' suffix22 hierarchy and 1-98 / 99-196 split
+    (coarse classes with a single training fine class included), names shapeNN."""
     spec = SYNTHETIC_SIZES[size]
     if spec["fine_per_coarse"] is None:
         labels = coarse_table("suffix22")["coarse_name"].tolist()
@@ -163,12 +155,8 @@ def _masks(shape: dict, fine: dict, place, scale: float, angle: float, side: int
 def render_synthetic_image(
     shape: dict, fine: dict, rng: np.random.Generator, image_size: int
 ) -> np.ndarray:
-    """One instance -> uint8 (image_size, image_size, 3).
-
-    The coarse class (`shape`) fixes the outline; the fine class the stripes, the mark and a
-    small outline tweak, all in the object's own frame; `rng` draws the pose (mirror, rotation
-    +-20 degrees), scale, position, every colour, background clutter and pixel noise.
-    """
+    """One instance of the coarse class `shape` and fine class `fine` -> uint8 (image_size,
+    image_size, 3); `rng` draws the pose, scale, position, every colour, clutter and noise."""
     side = 2 * image_size  # draw at twice the size, then downsample: anti-aliasing
     mirror = rng.choice([-1.0, 1.0])
     angle = rng.uniform(-np.pi / 9, np.pi / 9)
@@ -214,63 +202,53 @@ def _synthetic_rows(size: str, folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def generate_synthetic(size: str, seed: int, folder: Path) -> None:
-    """Render every image of the synthetic set into `folder` (deterministic given seed).
-
-    Each image has its own random stream seeded by (seed, 3, fine id, index), so an image does
-    not depend on the others; class attributes are seeded by (seed, 1 or 2, class id).
-    """
+def _render_into(folder: Path, size: str, seed: int, stamp: dict) -> None:
+    """Render every image into a private folder, then swap it in as `folder`: parallel test
+    workers or notebooks never read a half-written set. Each image has its own random stream
+    seeded by (seed, 3, fine id, index); class attributes by (seed, 1 or 2, class id)."""
+    staging = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     coarse, _, _ = _synthetic_hierarchy(size)
     shapes = [
         _silhouette_params(np.random.default_rng([seed, 1, c])) for c in range(max(coarse) + 1)
     ]
     fines = [_fine_params(np.random.default_rng([seed, 2, f])) for f in range(len(coarse))]
-    folder.mkdir(parents=True, exist_ok=True)
-    for row in _synthetic_rows(size, folder).itertuples():
-        rng = np.random.default_rng([seed, 3, row.fine, int(Path(row.path).stem.split("_")[1])])
-        pixels = render_synthetic_image(
-            shapes[row.coarse], fines[row.fine], rng, SYNTHETIC_SIZES[size]["image_size"]
-        )
-        Image.fromarray(pixels).save(row.path, compress_level=1)  # the folder is swapped in whole
+    spec = SYNTHETIC_SIZES[size]
+    for f in range(len(coarse)):
+        for i in range(spec["images_per_class"]):
+            rng = np.random.default_rng([seed, 3, f, i])
+            pixels = render_synthetic_image(shapes[coarse[f]], fines[f], rng, spec["image_size"])
+            Image.fromarray(pixels).save(staging / f"{f:03d}_{i:03d}.png", compress_level=1)
+    write_json(staging / "complete.json", stamp)
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        os.replace(staging, folder)
+    except OSError:  # another process swapped in the same (deterministic) images first
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def load_synthetic(
     size: str = "demo", seed: int = 0, cache_dir: str | Path | None = None
 ) -> pd.DataFrame:
-    """The embedded hierarchical image dataset -> manifest of PNG files (see data/README.md).
-
-    Sizes: "smoke" (3 coarse x 4 fine, 8 images each, 32 px), "demo" (6 x 8, 32 images, 64 px),
-    "cars196" (22 coarse, 196 fine with Stanford Cars' suffix22 hierarchy and split, 40 images,
-    64 px). Rendered once into <cache_dir>/<size>-seed<seed>/ (default data/synthetic/) and
-    reused while its stamp (generator version, size, seed, image count) matches.
-    """
+    """The embedded hierarchical image dataset -> manifest of PNG files (sizes: SYNTHETIC_SIZES,
+    described in data/README.md), rendered once into <cache_dir>/<size>-seed<seed>/ (default
+    data/synthetic/) and reused while its stamp (generator version, size, seed, image count)
+    matches."""
     if size not in SYNTHETIC_SIZES:
         raise ValueError(
             f"unknown synthetic size {size!r}; expected one of {tuple(SYNTHETIC_SIZES)}."
         )
     seed = checks.integer("seed", seed, minimum=0)
-    folder = Path(cache_dir).expanduser() if cache_dir is not None else SYNTHETIC_DIR
+    folder = Path(SYNTHETIC_DIR if cache_dir is None else cache_dir).expanduser()
     folder = folder / f"{size}-seed{seed}"
     manifest = _synthetic_rows(size, folder)
-    stamp = folder / "complete.json"
-    expected = dict(
-        generator_version=GENERATOR_VERSION, size=size, seed=seed, n_images=len(manifest)
-    )
-    complete = (
-        stamp.is_file()
-        and json.loads(stamp.read_text()) == expected
+    stamp = dict(generator_version=GENERATOR_VERSION, size=size, seed=seed, n_images=len(manifest))
+    stamp_file = folder / "complete.json"
+    if not (
+        stamp_file.is_file()
+        and read_json(stamp_file) == stamp
         and all(os.path.isfile(p) for p in manifest["path"])
-    )
-    if not complete:
-        # Render into a private folder, then swap it in: parallel test workers or notebooks
-        # never read a half-written set.
-        staging = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        generate_synthetic(size, seed, staging)
-        write_json(staging / "complete.json", expected)
-        shutil.rmtree(folder, ignore_errors=True)
-        try:
-            os.replace(staging, folder)
-        except OSError:  # another process swapped in the same (deterministic) images first
-            shutil.rmtree(staging, ignore_errors=True)
+    ):
+        _render_into(folder, size, seed, stamp)
     return check_manifest(manifest)
