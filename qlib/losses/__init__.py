@@ -1,7 +1,6 @@
-"""Losses: the paper's (`paper`: eq. 1-6 and `QuadrupletLoss`) and the Table 1 baselines'
-(`baselines`: Semi-Hard, Lifted Structure, N-Pairs, Clustering, Triplet + Global and
-`BaselineLoss`). Pure functions, one per equation, under two thin modules that return
-`LossOutput(total, parts)` with one reduction rule (docs/spec.md)."""
+"""Losses: the paper's (`paper`: eq. 1-6, `QuadrupletLoss`) and the Table 1 baselines'
+(`baselines`, `BaselineLoss`): pure functions, one per equation, under two thin modules that
+return `LossOutput(total, parts)` with one reduction rule (docs/spec.md)."""
 
 from .baselines import (
     BASELINES,
@@ -26,8 +25,6 @@ from .baselines import (
     triplet_global_loss,
 )
 from .paper import (
-    DISTANCE_EPS,
-    REDUCTIONS,
     LossOutput,
     QuadrupletLoss,
     classification_loss,
@@ -43,9 +40,7 @@ from .paper import (
 
 __all__ = [
     "BASELINES",
-    "DISTANCE_EPS",
     "NORMALIZED",
-    "REDUCTIONS",
     "BaselineLoss",
     "LossOutput",
     "QuadrupletLoss",
