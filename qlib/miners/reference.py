@@ -1,7 +1,7 @@
 """Section 3.3 of the paper, one function per idea; `select_quadruplets` is the reference.
 
-Read it beside the paper (docs/spec.md "Quadruplet selection" is the exact definition). For an
-anchor R and D(j) = ||e_j - e_R|| over the bank:
+Read it beside the paper (docs/spec.md "Quadruplet selection"). For an anchor R and
+D(j) = ||e_j - e_R|| over the bank:
 
 - `hardest_negative`: N = argmin D(j) over the samples of another coarse class;
 - D(R, N) is the radius of a hypersphere around R; `pick_outside_sphere` takes, among the
@@ -11,9 +11,8 @@ anchor R and D(j) = ||e_j - e_R|| over the bank:
 - `random_quadruplets`: the baseline, P+, P-, N uniform over their candidate sets.
 
 Ties go to the lowest bank index (torch's argmin/argmax return the first occurrence). Distances
-are compared squared and shifted by a constant per anchor (qlib.distances), which orders every
-row as D does. Everything is vectorised over anchors and bank; anchors are taken in chunks so that
-only (chunk, N) matrices are held. qlib.miners.Bank computes the same picks faster.
+are compared squared and shifted by a constant per row (qlib.distances), which orders each row
+as D does; anchors are taken in chunks so that only (chunk, N) matrices are held.
 """
 
 from __future__ import annotations
@@ -160,12 +159,6 @@ def select_quadruplets(
             ]
         quadruplets, fallbacks = join(parts, bank.device)
     return (quadruplets, fallbacks) if return_fallbacks else quadruplets
-
-
-def count_fallbacks(fallbacks: Tensor) -> dict[str, int]:
-    """Totals of a fallbacks mask (B, 2) -> {"P+": n, "P-": n}, for logging and plots."""
-    fallbacks = torch.as_tensor(fallbacks)
-    return {"P+": int(fallbacks[:, 0].sum()), "P-": int(fallbacks[:, 1].sum())}
 
 
 # --------------------------------------------------------------------------------------------
