@@ -21,14 +21,13 @@ import torch
 from torch import Tensor
 
 from .. import checks
-from ..distances import shifted_squared_distances, squared_norms
+from ..distances import chunk_rows, shifted_squared_distances, squared_norms
 from .common import (
     check_anchors,
     check_bank,
     check_generator,
     check_labels,
     check_method,
-    default_chunk,
     draw_anchors,
     draw_uniforms,
     exact_distances,
@@ -36,9 +35,8 @@ from .common import (
 )
 
 
-# --------------------------------------------------------------------------------------------
-# Section 3.3, one idea per function. Shapes: B anchors, N bank samples (or M window columns).
-# --------------------------------------------------------------------------------------------
+# --- Section 3.3, one idea per function ---
+# Shapes: B anchors, N bank samples (or M window columns).
 def hardest_negative(d: Tensor, same_coarse: Tensor) -> Tensor:
     """N = argmin D(R, j) over coarse(j) != coarse(R): d (B, N), same_coarse (B, N) -> (B,)."""
     return d.masked_fill(same_coarse, float("inf")).argmin(1)
@@ -114,9 +112,7 @@ def kth_candidate(mask: Tensor, u: Tensor) -> Tensor:
     return torch.searchsorted(running, (k + 1)[:, None]).squeeze(1)  # first column reaching k+1
 
 
-# --------------------------------------------------------------------------------------------
-# the reference
-# --------------------------------------------------------------------------------------------
+# --- the reference ---
 def select_quadruplets(
     bank,
     fine,
@@ -144,7 +140,7 @@ def select_quadruplets(
     bank, fine, coarse = check_bank(bank, fine, coarse)
     anchors = check_anchors(anchors, *candidate_counts(fine, coarse), fine, coarse)
     anchors = anchors.to(bank.device)
-    chunk = default_chunk(bank.shape[0], chunk_size)
+    chunk = chunk_rows(bank.shape[0], chunk_size)
     norms = squared_norms(bank, "bank")
     with torch.no_grad(), exact_distances(bank.device):
         if method == "random":
@@ -161,9 +157,7 @@ def select_quadruplets(
     return (quadruplets, fallbacks) if return_fallbacks else quadruplets
 
 
-# --------------------------------------------------------------------------------------------
-# anchors
-# --------------------------------------------------------------------------------------------
+# --- anchors ---
 def candidate_counts(fine: Tensor, coarse: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Per sample (N,) each: number of P+ candidates, of P- candidates, of N candidates."""
     _, fine_index, fine_counts = torch.unique(fine, return_inverse=True, return_counts=True)
