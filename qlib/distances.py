@@ -1,10 +1,9 @@
 """Euclidean distances as the miners and the metrics compute them: one way, in one place.
 
-Both only ever compare distances within one row (the distances from one anchor, or from one
-query, to the bank), so they use `shifted_squared_distances`: ||x_i - y_j||^2 - ||x_i||^2. Dropping
-the per-row constant ||x_i||^2 changes no comparison within a row, leaves one matrix product and
-no extra pass, and loses no precision to that constant. Sums of squares and products of small
-integers are exact in floating point, so on integer-valued embeddings exact ties stay ties.
+Both only compare distances within one row (from one anchor or query to the bank), so they use
+||x_i - y_j||^2 - ||x_i||^2: dropping the per-row constant changes no comparison, leaves one
+matrix product and loses no precision to it. On integer-valued embeddings the sums of squares and
+products are exact, so exact ties stay ties.
 """
 
 from __future__ import annotations
@@ -12,9 +11,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import checks
+
 # Elements of one (rows, N) distance matrix processed at a time: 32 MiB in float32, so that a
 # handful of such temporaries stays far below a GiB whatever the size of the bank.
 CHUNK_ELEMENTS = 2**23
+
+
+def chunk_rows(n_columns: int, chunk_size: int | None) -> int:
+    """chunk_size, or as many rows as keep a (rows, n_columns) matrix near CHUNK_ELEMENTS."""
+    if chunk_size is None:
+        return max(1, CHUNK_ELEMENTS // max(n_columns, 1))
+    return checks.integer("chunk_size", chunk_size, 1)
 
 
 def squared_norms(x: Tensor, name: str = "embeddings") -> Tensor:

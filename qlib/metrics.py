@@ -1,20 +1,13 @@
 """Retrieval metrics of the paper's Table 1 (docs/spec.md "Evaluation"): Recall@K and NMI.
 
-Recall@K (Song et al. 2016): a query scores when any of its K nearest other samples shares its
-label. The query itself is excluded by index, not by distance, so an exact duplicate of the query
-counts as a neighbour. Neighbours at equal distance are ranked by index (lowest first), which
-makes the result exact and deterministic: a query scores at K exactly when its first positive in
-(distance, index) order has rank <= K. Queries are processed in chunks (no N x N matrix is held):
-one matrix product per chunk, the first positive found on a window of the query's class, and two
-counting passes.
+Recall@K: the query is excluded by index, not by distance (an exact duplicate counts as a
+neighbour), and neighbours at equal distance are ranked by index, so a query scores at K exactly
+when its first positive in (distance, index) order has rank <= K. Queries go in chunks: no N x N
+matrix is held.
 
-NMI: k-means with k = the number of distinct labels, then scikit-learn's
-normalized_mutual_info_score (arithmetic mean). The k-means is ours, in torch (faster here than
-scikit-learn's and than faiss's, see benchmarks/results/bench_core.md): greedy k-means++
-initialisation (2 + ln k candidates per centre, as scikit-learn), drawn from a CPU generator
-seeded with `seed`; then Lloyd iterations until no assignment changes, at most `max_iter` (300);
-an empty cluster keeps its centre; of `n_init` runs (default 1), the lowest inertia wins. The
-result is deterministic for a seed on the CPU, where evaluation runs.
+NMI: our torch k-means (faster here than scikit-learn's and faiss's, benchmarks/results/
+bench_core.md), then scikit-learn's normalized_mutual_info_score (arithmetic mean). An empty
+cluster keeps its centre; deterministic for a seed on the CPU, where evaluation runs.
 """
 
 from __future__ import annotations
@@ -26,12 +19,12 @@ import torch
 from torch import Tensor
 
 from . import checks
-from .distances import CHUNK_ELEMENTS, shifted_squared_distances, squared_norms
+from .distances import chunk_rows, shifted_squared_distances, squared_norms
 
 
-def _check_inputs(embeddings, labels) -> tuple[Tensor, Tensor, Tensor]:
-    """Validated embeddings (N, d) float32/64, labels (N,) long on their device, and the squared
-    norms (N,) (which also check that the embeddings are finite)."""
+def _check_inputs(embeddings, labels) -> tuple[Tensor, Tensor]:
+    """Validated embeddings (N, d) float32/64 and labels (N,) long on their device (squared_norms
+    checks that the embeddings are finite)."""
     embeddings = checks.embeddings("embeddings", embeddings, finite=False)
     labels = checks.labels("labels", labels)
     if labels.numel() != embeddings.shape[0]:
@@ -41,7 +34,7 @@ def _check_inputs(embeddings, labels) -> tuple[Tensor, Tensor, Tensor]:
         )
     if embeddings.shape[0] < 2:
         raise ValueError(f"there are {embeddings.shape[0]} samples; expected at least 2.")
-    return embeddings, labels.to(embeddings.device), squared_norms(embeddings)
+    return embeddings, labels.to(embeddings.device)
 
 
 def _check_ks(ks: Iterable[int], n: int) -> tuple[int, ...]:
@@ -59,9 +52,7 @@ def _check_ks(ks: Iterable[int], n: int) -> tuple[int, ...]:
     return ks
 
 
-# --------------------------------------------------------------------------------------------
-# Recall@K
-# --------------------------------------------------------------------------------------------
+# --- Recall@K ---
 def first_positive_rank(embeddings, labels, chunk_size: int | None = None) -> Tensor:
     """Rank of each query's nearest same-label other sample: (N, d), (N,) -> LongTensor (N,).
 
@@ -69,13 +60,9 @@ def first_positive_rank(embeddings, labels, chunk_size: int | None = None) -> Te
     itself excluded by index. A query with no other sample of its label gets rank N (never within
     any K < N). chunk_size = queries per chunk (default: about 8M distance-matrix elements).
     """
-    return _first_positive_rank(*_check_inputs(embeddings, labels), chunk_size)
-
-
-def _first_positive_rank(x: Tensor, labels: Tensor, norms: Tensor, chunk_size) -> Tensor:
-    n = labels.numel()
-    chunk = max(1, CHUNK_ELEMENTS // n) if chunk_size is None else chunk_size
-    chunk = checks.integer("chunk_size", chunk, 1)
+    x, labels = _check_inputs(embeddings, labels)
+    norms, n = squared_norms(x), labels.numel()
+    chunk = chunk_rows(n, chunk_size)
     # Each class as a contiguous run of a stable sort by label (ascending index inside); the
     # window of a query = `width` sorted positions that cover its class.
     _, class_of = torch.unique(labels, return_inverse=True)
@@ -105,10 +92,8 @@ def _first_positive_rank(x: Tensor, labels: Tensor, norms: Tensor, chunk_size) -
             rank = closer + 1
             with_ties = (tied > 1).nonzero().flatten()  # rare: sort those out by index
             if with_ties.numel():
-                row = d[with_ties]
-                ahead = (row == d_first[with_ties]) & (
-                    torch.arange(n, device=x.device) < first[with_ties]
-                )
+                lower = torch.arange(n, device=x.device) < first[with_ties]
+                ahead = (d[with_ties] == d_first[with_ties]) & lower
                 rank[with_ties] += ahead.sum(1)
             has_positive = torch.isfinite(d_first[:, 0])
             ranks[rows] = torch.where(has_positive, rank, n)
@@ -123,15 +108,12 @@ def recall_at_k(
     A query scores at K when any of its K nearest other samples shares its label (Euclidean
     distance, ties by lowest index, the query excluded by index).
     """
-    x, labels, norms = _check_inputs(embeddings, labels)
-    ks = _check_ks(ks, labels.numel())
-    ranks = _first_positive_rank(x, labels, norms, chunk_size)
+    ranks = first_positive_rank(embeddings, labels, chunk_size)
+    ks = _check_ks(ks, ranks.numel())
     return {k: float((ranks <= k).double().mean()) for k in ks}
 
 
-# --------------------------------------------------------------------------------------------
-# NMI
-# --------------------------------------------------------------------------------------------
+# --- NMI ---
 def kmeans(embeddings, k: int, seed: int = 0, *, n_init: int = 1, max_iter: int = 300) -> Tensor:
     """k-means clusters of embeddings (N, d) -> LongTensor (N,) of cluster ids in [0, k).
 
@@ -139,10 +121,7 @@ def kmeans(embeddings, k: int, seed: int = 0, *, n_init: int = 1, max_iter: int 
     until no assignment changes (at most max_iter), the run of lowest inertia among n_init.
     """
     x = checks.embeddings("embeddings", embeddings, finite=False)
-    return _kmeans(x, squared_norms(x), k, seed, n_init, max_iter)
-
-
-def _kmeans(x: Tensor, norms: Tensor, k: int, seed: int, n_init: int, max_iter: int) -> Tensor:
+    norms = squared_norms(x)
     k = checks.integer("k", k, 1)
     seed, n_init = checks.integer("seed", seed, 0), checks.integer("n_init", n_init, 1)
     max_iter = checks.integer("max_iter", max_iter, 1)
@@ -205,11 +184,11 @@ def nmi(embeddings, labels, seed: int = 0, *, n_init: int = 1) -> float:
     """
     from sklearn.metrics import normalized_mutual_info_score
 
-    x, labels, norms = _check_inputs(embeddings, labels)
+    x, labels = _check_inputs(embeddings, labels)
     n_clusters = int(torch.unique(labels).numel())
     if n_clusters < 2:
         raise ValueError("labels hold a single class; expected at least 2 classes for NMI.")
-    clusters = _kmeans(x, norms, n_clusters, seed, n_init, max_iter=300)
+    clusters = kmeans(x, n_clusters, seed, n_init=n_init)
     return float(
         normalized_mutual_info_score(
             labels.cpu().numpy(), clusters.cpu().numpy(), average_method="arithmetic"

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from qlib.logs import DISTANCES, LOSS_PARTS
-from qlib.losses import (
+from qlib.losses.baselines import (
     BASELINES,
     NORMALIZED,
     BaselineLoss,

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import normalized_mutual_info_score
 
-from qlib.losses import (
+from qlib.losses.baselines import (
     cluster_assignment,
     distance_matrix,
     facility_energy,

@@ -1,33 +1,20 @@
-"""Losses: the paper's (`paper`: eq. 1-6 and `QuadrupletLoss`) and the Table 1 baselines'
-(`baselines`: Semi-Hard, Lifted Structure, N-Pairs, Clustering, Triplet + Global and
-`BaselineLoss`). Pure functions, one per equation, under two thin modules that return
-`LossOutput(total, parts)` with one reduction rule (docs/spec.md)."""
+"""Losses: the paper's (`paper`: eq. 1-6, `QuadrupletLoss`) and the Table 1 baselines'
+(`baselines`, `BaselineLoss`): pure functions, one per equation, under two thin modules that
+return `LossOutput(total, parts)` with one reduction rule (docs/spec.md). The baselines' pieces
+(medoid search, negatives, distance matrices) are in `qlib.losses.baselines`."""
 
 from .baselines import (
     BASELINES,
     NORMALIZED,
     BaselineLoss,
-    all_triplets,
-    class_slots,
-    cluster_assignment,
-    distance_matrix,
-    facility_energy,
     facility_location_loss,
-    greedy_medoids,
     lifted_structure_loss,
     npairs_l2_penalty,
     npairs_loss,
-    oracle_medoids,
-    pair_distance_means,
-    partition_nmi,
-    refine_medoids,
-    semihard_negatives,
     semihard_triplet_loss,
     triplet_global_loss,
 )
 from .paper import (
-    DISTANCE_EPS,
-    REDUCTIONS,
     LossOutput,
     QuadrupletLoss,
     classification_loss,
@@ -43,34 +30,21 @@ from .paper import (
 
 __all__ = [
     "BASELINES",
-    "DISTANCE_EPS",
     "NORMALIZED",
-    "REDUCTIONS",
     "BaselineLoss",
     "LossOutput",
     "QuadrupletLoss",
-    "all_triplets",
-    "class_slots",
     "classification_loss",
-    "cluster_assignment",
     "combined_loss",
     "contrastive_loss",
-    "distance_matrix",
-    "facility_energy",
     "facility_location_loss",
     "global_loss",
-    "greedy_medoids",
     "joint_loss",
     "lifted_structure_loss",
     "npairs_l2_penalty",
     "npairs_loss",
-    "oracle_medoids",
-    "pair_distance_means",
     "pairwise_distance",
-    "partition_nmi",
     "quadruplet_distances",
-    "refine_medoids",
-    "semihard_negatives",
     "semihard_triplet_loss",
     "triplet_global_loss",
     "triplet_loss",

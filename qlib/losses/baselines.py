@@ -1,9 +1,7 @@
-"""The Table 1 baselines, each as its own paper defines it (docs/spec.md, section "Baselines"),
-one pure function per loss, and `BaselineLoss`, the module the trainer calls.
+"""The Table 1 baselines as their own papers define them (docs/spec.md "Baselines"), one pure
+function per loss, and `BaselineLoss`, the module the trainer calls and that checks the inputs.
 
-A baseline trains on a class-balanced batch of n images (P classes x K images) with fine labels
-only; the coarse labels serve the logged distances. Shapes: n images, d dimensions, L classes in
-the batch, k medoids.
+Shapes: a class-balanced batch of n images (P classes x K images), d dimensions, k medoids.
 
 | method           | source              | embeddings         | function                       |
 |------------------|---------------------|--------------------|--------------------------------|
@@ -13,8 +11,8 @@ the batch, k medoids.
 | `clustering`     | Song et al. 2017    | L2-normalised      | `facility_location_loss`       |
 | `triplet_global` | Kumar et al. 2016   | L2-normalised      | eq. 2 + `triplet_global_loss`  |
 
-The functions of the normalised methods normalise the embeddings themselves; the two raw ones
-need a model built with `normalize=False` (`NORMALIZED` says which is which).
+The normalised methods normalise the embeddings themselves; the raw ones need a model built
+with `normalize=False`.
 """
 
 from __future__ import annotations
@@ -38,30 +36,6 @@ from .paper import (
     triplet_loss,
 )
 
-__all__ = [
-    "BASELINES",
-    "NORMALIZED",
-    "BaselineLoss",
-    "all_triplets",
-    "class_slots",
-    "cluster_assignment",
-    "distance_matrix",
-    "facility_energy",
-    "facility_location_loss",
-    "greedy_medoids",
-    "lifted_structure_loss",
-    "npairs_l2_penalty",
-    "npairs_loss",
-    "oracle_medoids",
-    "pair_distance_means",
-    "partition_nmi",
-    "refine_medoids",
-    "semihard_negatives",
-    "semihard_triplet_loss",
-    "triplet_global_loss",
-]
-
-BASELINES = ("semihard", "lifted", "npairs", "clustering", "triplet_global")
 # Whether a method works on L2-normalised embeddings (it normalises them itself) or on the raw
 # network output (then the model must be built with normalize=False).
 NORMALIZED = {
@@ -71,11 +45,10 @@ NORMALIZED = {
     "clustering": True,
     "triplet_global": True,
 }
+BASELINES = tuple(NORMALIZED)
 
 
-# ----------------------------------------------------------------------------------------------
-# Distances within a batch
-# ----------------------------------------------------------------------------------------------
+# --- Distances within a batch ---
 
 
 def _eye(n: int, device: torch.device) -> Tensor:
@@ -83,12 +56,9 @@ def _eye(n: int, device: torch.device) -> Tensor:
 
 
 def distance_matrix(x: Tensor, squared: bool = False) -> Tensor:
-    """Every pairwise distance of the rows of x (n, d) -> (n, n): Euclidean ‖x_i − x_j‖, or its
-    square with `squared=True`.
+    """Every Euclidean distance ‖x_i − x_j‖ of the rows of x (n, d) -> (n, n), or its square.
 
-    Exactly symmetric, with a zero squared diagonal; the Euclidean form takes the square root of
-    the square clamped at DISTANCE_EPS, so it is gradient-safe like `pairwise_distance` (the
-    diagonal and duplicated rows give 1e-6 and a zero gradient).
+    Exactly symmetric with a zero squared diagonal; gradient-safe like `pairwise_distance`.
     """
     check_float("x", x, ndim=2)
     gram = x @ x.T
@@ -117,20 +87,15 @@ def pair_distance_means(embeddings: Tensor, fine: Tensor, coarse: Tensor) -> dic
         return {k: torch.where(m, dist, 0).sum() / m.sum() for k, m in kinds.items()}
 
 
-# ----------------------------------------------------------------------------------------------
-# Semi-Hard: FaceNet, Schroff et al. 2015
-# ----------------------------------------------------------------------------------------------
+# --- Semi-Hard: FaceNet, Schroff et al. 2015 ---
 
 
 def semihard_negatives(squared_distances: Tensor, labels: Tensor) -> Tensor:
     """FaceNet's semi-hard negative of every anchor-positive pair -> LongTensor (n, n).
 
-    squared_distances (n, n) D² and labels (n,). Entry [a, p] of a positive pair (a ≠ p, same
-    label) is the negative x (another label) with the smallest D²_ax such that D²_ax > D²_ap:
-    farther than the positive, and the hardest such. When no negative lies beyond the positive,
-    it is the farthest negative (the fallback of the common reference implementation,
-    TensorFlow's `triplet_semihard_loss`). Ties go to the lowest index. The entry is -1 where
-    (a, p) is not a positive pair or a has no negative. Memory O(n³).
+    squared_distances (n, n) D², labels (n,). Entry [a, p] of a positive pair: the negative x
+    with the smallest D²_ax > D²_ap, else the farthest negative (TensorFlow's fallback); ties to
+    the lowest index; -1 where (a, p) is no positive pair or a has no negative. Memory O(n³).
     """
     same = labels[:, None] == labels[None, :]
     negative = ~same
@@ -146,14 +111,10 @@ def semihard_negatives(squared_distances: Tensor, labels: Tensor) -> Tensor:
 
 
 def semihard_triplet_loss(embeddings: Tensor, labels: Tensor, margin: float = 0.2) -> Tensor:
-    """Semi-Hard (Schroff et al. 2015, FaceNet) -> scalar (): the mean over every anchor-positive
-    pair (a, p) of the batch of [D²_ap − D²_an + α]₊, with n = `semihard_negatives`, D² the
-    squared Euclidean distance between L2-normalised embeddings (FaceNet constrains ‖f(x)‖ = 1)
-    and α = `margin` (FaceNet: 0.2). embeddings (n, d), labels (n,). 0 when no pair exists.
+    """Semi-Hard (Schroff et al. 2015): mean over the anchor-positive pairs of
+    [D²_ap − D²_an + α]₊ -> scalar (), n = `semihard_negatives`, D² between L2-normalised
+    embeddings (n, d), α = `margin`; labels (n,). 0 when no pair exists.
     """
-    check_float("embeddings", embeddings, ndim=2)
-    labels = check_labels("labels", labels, embeddings.shape[0])
-    margin = checks.number("margin", margin, 0.0)
     squares = distance_matrix(F.normalize(embeddings, dim=1), squared=True)
     negatives = semihard_negatives(squares.detach(), labels)
     valid = negatives >= 0
@@ -162,9 +123,7 @@ def semihard_triplet_loss(embeddings: Tensor, labels: Tensor, margin: float = 0.
     return torch.where(valid, hinge, 0).sum() / valid.sum().clamp_min(1)
 
 
-# ----------------------------------------------------------------------------------------------
-# Lifted Structure: Song et al. 2016 (pytorch-metric-learning's LiftedStructureLoss)
-# ----------------------------------------------------------------------------------------------
+# --- Lifted Structure: Song et al. 2016 (pytorch-metric-learning's LiftedStructureLoss) ---
 
 
 @functools.lru_cache(maxsize=8)
@@ -182,26 +141,18 @@ def lifted_structure_loss(embeddings: Tensor, labels: Tensor, margin: float = 1.
     J = 1 / (2|P|) Σ_{(i,j) ∈ P} [J_ij]₊²,  J_ij = log(Σ_{(i,k) ∈ N} e^{α − D_ik}
     + Σ_{(j,l) ∈ N} e^{α − D_jl}) + D_ij,
 
-    P the positive pairs and N the negative pairs of the batch, D Euclidean on the raw
-    embeddings (n, d), α = `margin` (Song et al.: 1). Computed by pytorch-metric-learning's
-    LiftedStructureLoss (mean over ordered positive pairs of [J_ij]₊² / 2, which equals the
-    formula above because J_ij = J_ji); tests hold it against a loop over the formula.
+    P / N the batch's positive / negative pairs, D Euclidean on the raw embeddings (n, d),
+    α = `margin`. pytorch-metric-learning's LiftedStructureLoss computes exactly this.
     """
-    check_float("embeddings", embeddings, ndim=2)
-    labels = check_labels("labels", labels, embeddings.shape[0])
-    margin = checks.number("margin", margin, 0.0)
     return _pml_lifted(margin)(embeddings, labels)
 
 
-# ----------------------------------------------------------------------------------------------
-# N-Pairs: Sohn 2016
-# ----------------------------------------------------------------------------------------------
+# --- N-Pairs: Sohn 2016 ---
 
 
 def class_slots(labels: Tensor) -> Tensor:
     """A class-balanced batch as P classes x K images -> LongTensor (P, K) of batch indices: row c
-    holds the images of the c-th smallest label, in batch order. Raises a ValueError unless
-    there are P >= 2 classes with the same K >= 2 images each."""
+    holds the images of the c-th smallest label, in batch order."""
     _, counts = torch.unique(labels, return_counts=True)
     counts = counts.tolist()
     if len(counts) < 2 or min(counts) < 2 or len(set(counts)) != 1:
@@ -213,18 +164,12 @@ def class_slots(labels: Tensor) -> Tensor:
 
 
 def npairs_loss(embeddings: Tensor, labels: Tensor) -> Tensor:
-    """N-Pairs (Sohn 2016, the multi-class N-pair loss), over every positive pair of a class-
-    balanced batch -> scalar ().
+    """N-Pairs (Sohn 2016) over every positive pair of a class-balanced batch -> scalar ().
 
-    With the batch laid out as P classes x K images (`class_slots`), every ordered pair of slots
-    (u, v), u ≠ v, is one of Sohn's (N+1)-tuplets with N = P: anchors f_{c,u}, positives f_{c,v},
-    and class c's term is log(1 + Σ_{c' ≠ c} exp(f_{c,u}·f_{c',v} − f_{c,u}·f_{c,v})). The result
-    is the mean of the K(K−1)P terms, so every ordered positive pair of the batch is an
-    (anchor, positive) exactly once. Dot products of the raw embeddings (n, d), as in Sohn; add
-    `npairs_l2_penalty`, his regulariser of the embedding norms.
+    Every ordered pair of slots (u, v), u ≠ v, of `class_slots` is one of Sohn's tuplets:
+    class c's term is log(1 + Σ_{c' ≠ c} exp(f_{c,u}·f_{c',v} − f_{c,u}·f_{c,v})); the mean of
+    the K(K−1)P terms. Dot products of the raw embeddings (n, d); add `npairs_l2_penalty`.
     """
-    check_float("embeddings", embeddings, ndim=2)
-    labels = check_labels("labels", labels, embeddings.shape[0])
     grid = embeddings[class_slots(labels)]  # (P, K, d)
     n_classes, per_class = grid.shape[:2]
     logits = torch.einsum("cud,evd->uvce", grid, grid)  # [u, v, c, c'] = f_{c,u}·f_{c',v}
@@ -237,16 +182,14 @@ def npairs_loss(embeddings: Tensor, labels: Tensor) -> Tensor:
 def npairs_l2_penalty(embeddings: Tensor, l2_reg: float = 0.002) -> Tensor:
     """Sohn's regulariser of N-Pairs, (λ / 2) · mean_i ‖f_i‖² over the batch (n, d) -> scalar ().
 
-    The scaling and λ = 0.002 are those of TensorFlow's reference `npairs_loss` (λ/4 times the
-    anchors' plus the positives' mean squared norm, which is this when every image is both)."""
+    TensorFlow's reference `npairs_loss` scaling: λ/4 times the anchors' plus the positives' mean
+    squared norm, which is this when every image is both."""
     check_float("embeddings", embeddings, ndim=2)
     l2_reg = checks.number("l2_reg", l2_reg, 0.0)
     return l2_reg / 2 * embeddings.pow(2).sum(dim=1).mean()
 
 
-# ----------------------------------------------------------------------------------------------
-# Triplet + Global: Kumar et al. 2016
-# ----------------------------------------------------------------------------------------------
+# --- Triplet + Global: Kumar et al. 2016 ---
 
 
 def all_triplets(labels: Tensor) -> Tensor:
@@ -263,9 +206,7 @@ def triplet_global_loss(
     """The global loss of Kumar et al. 2016 in its triplet form -> scalar ():
 
     σ²_P + σ²_N + λg [μ_P − μ_N + t]₊ over the T triplets of a batch, with μ and σ² the mean and
-    the population variance of D_RP and D_RN, each (T,), the same (non-squared) distances as
-    eq. 3 (whose quadruplet form the paper takes from Kumar et al.). t = 0.4 is the project's
-    value for L2-normalised embeddings.
+    the population variance of D_RP and D_RN, each (T,), non-squared as in eq. 3.
     """
     check_distances(d_rp=d_rp, d_rn=d_rn)
     t = checks.number("t", t)
@@ -274,25 +215,23 @@ def triplet_global_loss(
     return variances + lambda_g * (d_rp.mean() - d_rn.mean() + t).clamp_min(0)
 
 
-# ----------------------------------------------------------------------------------------------
-# Clustering: facility location, Song et al. 2017
-# ----------------------------------------------------------------------------------------------
+# --- Clustering: facility location, Song et al. 2017 ---
 
 
-def partition_nmi(clusterings: Tensor, labels: Tensor, n_clusters: int) -> Tensor:
+def partition_nmi(
+    clusterings: Tensor, labels: Tensor, n_clusters: int, n_labels: int | None = None
+) -> Tensor:
     """NMI between each clustering and the labels -> float64 (...,), in [0, 1].
 
-    clusterings (..., n) cluster ids in [0, n_clusters); labels (n,) any integer ids. Mutual
-    information over the arithmetic mean of the two entropies (scikit-learn's default and
-    `qlib.metrics.nmi`'s). Two partitions equal up to renaming give exactly 1 (also when both
-    are a single cluster), a single cluster against several labels 0.
+    clusterings (..., n) cluster ids in [0, n_clusters); labels (n,) any integer ids, or ids in
+    [0, n_labels) when n_labels is given (then no host synchronisation). Arithmetic-mean
+    normalisation, as scikit-learn and `qlib.metrics.nmi`; exactly 1 for partitions equal up to
+    renaming (also two single clusters), 0 for a single cluster against several labels.
     """
-    _, y = torch.unique(labels, return_inverse=True)
-    return _nmi(clusterings, y, n_clusters, int(y.max()) + 1)
-
-
-def _nmi(clusterings: Tensor, y: Tensor, n_clusters: int, n_labels: int) -> Tensor:
-    """`partition_nmi` for labels y already in [0, n_labels): no host synchronisation."""
+    y = labels
+    if n_labels is None:
+        _, y = torch.unique(labels, return_inverse=True)
+        n_labels = int(y.max()) + 1
     flat = clusterings.reshape(-1, clusterings.shape[-1])
     cells = flat * n_labels + y
     counts = torch.zeros(flat.shape[0], n_clusters * n_labels, dtype=torch.float64, device=y.device)
@@ -316,9 +255,8 @@ def _nmi(clusterings: Tensor, y: Tensor, n_clusters: int, n_labels: int) -> Tens
 def cluster_assignment(distances: Tensor, medoids: Tensor) -> Tensor:
     """g(S): every point to its nearest medoid -> LongTensor (..., n) of positions in `medoids`.
 
-    distances (n, n); medoids (..., k) point indices (a batch of medoid sets allowed). Ties go to
-    the earlier medoid, and each medoid belongs to its own cluster (so a duplicated point cannot
-    take it over).
+    distances (n, n); medoids (..., k) point indices. Ties go to the earlier medoid; each medoid
+    is in its own cluster (a duplicated point cannot take it over).
     """
     assignment = distances[medoids].argmin(dim=-2)  # (..., n); argmin keeps the first minimum
     own = torch.arange(medoids.shape[-1], device=medoids.device).expand_as(medoids)
@@ -379,7 +317,8 @@ def greedy_medoids(distances: Tensor, labels: Tensor, margin_multiplier: float =
     chosen = torch.arange(len(y), device=y.device)[:0]
     for step in range(k):
         assignment, energy = _candidate_sets(distances, chosen, step)
-        score = energy.double() + margin_multiplier * (1 - _nmi(assignment, y, step + 1, k))
+        nmi = partition_nmi(assignment, y, step + 1, k)
+        score = energy.double() + margin_multiplier * (1 - nmi)
         score[chosen] = -torch.inf
         chosen = torch.cat([chosen, score.argmax().view(1)])  # argmax keeps the first maximum
     return chosen
@@ -392,14 +331,12 @@ def refine_medoids(
     margin_multiplier: float = 1.0,
     steps: int = 5,
 ) -> Tensor:
-    """The refinement of Song et al. 2017 (their Section 3.4, a PAM-like local search) ->
-    LongTensor (k,).
+    """The refinement of Song et al. 2017 (Section 3.4, PAM-like) -> LongTensor (k,).
 
-    Each of `steps` rounds assigns the points to the current medoids, then visits the clusters in
-    turn and swaps the cluster's medoid for the member j that maximises
-    −Σ_{i in the cluster} d(x_i, x_j) + γ (1 − NMI(g(S'), y)), S' = S with j in place of the
-    medoid; the memberships stay those of the round's start (as in TensorFlow's reference
-    implementation of the paper, `cluster_loss`, which runs 5 rounds). Ties: lowest index.
+    Each of `steps` rounds assigns the points to the medoids, then swaps each cluster's medoid for
+    the member j that maximises −Σ_{i in the cluster} d(x_i, x_j) + γ (1 − NMI(g(S'), y)), S' = S
+    with j in its place; memberships fixed within a round (TensorFlow's `cluster_loss`). Ties:
+    lowest index.
     """
     distances = distances.detach()
     _, y = torch.unique(labels, return_inverse=True)
@@ -410,7 +347,7 @@ def refine_medoids(
             members = members_of == cluster
             within = torch.where(members[:, None], distances, 0).sum(dim=0)  # [j]
             assignment, _ = _candidate_sets(distances, medoids, cluster)
-            nmi = _nmi(assignment, y, k, n_labels)
+            nmi = partition_nmi(assignment, y, k, n_labels)
             score = -within.double() + margin_multiplier * (1 - nmi)
             medoids = medoids.clone()
             medoids[cluster] = torch.where(members, score, -torch.inf).argmax()
@@ -420,19 +357,15 @@ def refine_medoids(
 def facility_location_loss(
     embeddings: Tensor, labels: Tensor, margin_multiplier: float = 1.0, *, refine_steps: int = 5
 ) -> Tensor:
-    """Clustering (Song et al. 2017, "Deep metric learning via facility location") -> scalar ():
+    """Clustering (Song et al. 2017, facility location) -> scalar ():
 
     ℓ = [F(X, S*) + γ (1 − NMI(g(S*), y)) − F̃(X, y)]₊,
 
-    F the facility location score (`facility_energy`) with d the Euclidean distance between
-    L2-normalised embeddings (n, d), F̃ the oracle score (`oracle_medoids`), S* the loss-augmented
-    inference: `greedy_medoids` (|S*| = the number of classes in the batch) followed by
-    `refine_steps` rounds of `refine_medoids` (0 skips it), and γ = `margin_multiplier`.
-
-    S* and the oracle's medoids are found on the detached distances and then held fixed: the
-    gradient flows through the distances of the two facility scores only (the NMI term is
-    constant). The bracket is summed point by point, d(x_i, oracle medoid) − d(x_i, nearest
-    medoid of S*), so it is exactly 0 when S* is the oracle's medoid set with a perfect clustering.
+    F = `facility_energy` on the Euclidean distances of the L2-normalised embeddings (n, d), F̃
+    the oracle score (`oracle_medoids`), S* = `greedy_medoids` then `refine_steps` rounds of
+    `refine_medoids`, γ = `margin_multiplier`. The medoids are held fixed (gradient through the
+    distances only); the bracket is summed point by point, so it is exactly 0 when S* is the
+    oracle's medoid set with a perfect clustering.
     """
     check_float("embeddings", embeddings, ndim=2)
     labels = check_labels("labels", labels, embeddings.shape[0])
@@ -455,32 +388,20 @@ def facility_location_loss(
     return ((to_oracle - to_nearest).sum() + margin).clamp_min(0)
 
 
-# ----------------------------------------------------------------------------------------------
-# The module the trainer calls
-# ----------------------------------------------------------------------------------------------
+# --- The module the trainer calls ---
 
 
 class BaselineLoss(nn.Module):
-    """A Table 1 baseline on a class-balanced batch of images, under the project's reduction rule.
+    """A Table 1 baseline on a class-balanced batch, under the project's reduction rule.
 
-    `method` in BASELINES. `reduction="sum"` returns B x the method's own per-unit loss, B =
-    n / 4 (a batch of 4B images counts as B units, the size of a quadruplet batch); `"mean"`
-    returns the per-unit loss. The per-unit loss is the method's loss as its paper normalises it
-    (a mean over pairs / triplets / tuplets, plus the batch-level terms), except for clustering,
-    whose loss is a sum over the batch's images: its per-unit value is ℓ / B, so "sum" is ℓ.
+    `reduction="sum"` returns B = n / 4 times the method's per-unit loss, `"mean"` the per-unit
+    loss (docs/spec.md "One reduction rule"; clustering's per-unit value is ℓ / B). The margins
+    default to each source's values: `triplet_margin` (semihard, triplet_global's triplet term),
+    `lifted_margin`, `npairs_l2_reg`, `clustering_margin`, `global_margin` and `lambda_global`.
 
-    Hyperparameters (defaults = each source's values where it gives one):
-    - `triplet_margin` α of semihard (FaceNet: 0.2) and of triplet_global's triplet term;
-    - `lifted_margin` α of lifted (Song et al. 2016: 1.0);
-    - `npairs_l2_reg` λ of N-Pairs' norm penalty (TensorFlow's reference: 0.002);
-    - `clustering_margin` γ of the structured margin (1.0) and `clustering_refine_steps` (5);
-    - `global_margin` t (0.4) and `lambda_global` (1.0), the global term of triplet_global.
-
-    forward(embeddings (n, d), fine (n,), coarse (n,)) -> LossOutput(total, parts); the loss
-    uses the fine labels, the coarse ones only the logged distances. parts (detached 0-d
-    tensors): `loss` (= total); `triplet` (semihard, triplet_global) and `regularizer` (npairs)
-    reduced like total; `global` (triplet_global) the batch statistic before its weight; and
-    `d_rpp`, `d_rpn`, `d_rn` from `pair_distance_means` on the embeddings the method uses.
+    forward(embeddings (n, d), fine (n,), coarse (n,)) -> LossOutput. parts: `loss`; `triplet`
+    and `regularizer` reduced like total; `global` before its weight; `d_rpp`, `d_rpn`, `d_rn`
+    (`pair_distance_means` on the embeddings the method uses).
     """
 
     def __init__(

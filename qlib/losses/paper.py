@@ -3,17 +3,12 @@
 Shapes: B = number of pairs/triplets/quadruplets, d = embedding dimension, k1/k2 = coarse/fine
 classes. Distances are Euclidean, not squared (the paper's footnote 4).
 
-No NaN by construction:
-- `pairwise_distance` takes the square root of the squared distance clamped below at a tiny eps,
-  so at zero distance the value is sqrt(eps) (1e-6) and the gradient is exactly zero instead of
-  the 0/0 that `torch.norm` backpropagates.
-- The two denominators of eq. 5 are `D_RP+ + m1 - m2` and `D_RP- + m2`. Distances are >= 0, so
-  they are bounded below by `m1 - m2` and `m2`; `joint_loss` (and `QuadrupletLoss`) therefore
-  require `m1 > m2 > 0` (the paper's own condition).
+No NaN by construction: `pairwise_distance` clamps the squared distance at DISTANCE_EPS before
+the square root (a zero, not 0/0, gradient at zero distance), and eq. 5's denominators are
+bounded below by m1 - m2 and m2, hence the paper's condition m1 > m2 > 0.
 
-Input checks (`qlib.checks`): shapes, dtypes and settings always; the values themselves (finite,
-non-negative distances, label range) only for CPU tensors, because reading a GPU tensor's value
-forces a host synchronisation on every training step. The trainer checks that the loss is finite.
+Shapes, dtypes and settings are always checked; tensor values (finite, non-negative, label
+range) only on the CPU, since reading a GPU tensor forces a host synchronisation every step.
 """
 
 from __future__ import annotations
@@ -29,30 +24,8 @@ from torch import Tensor, nn
 
 from .. import checks
 
-__all__ = [
-    "DISTANCE_EPS",
-    "REDUCTIONS",
-    "LossOutput",
-    "QuadrupletLoss",
-    "classification_loss",
-    "combined_loss",
-    "contrastive_loss",
-    "global_loss",
-    "joint_loss",
-    "pairwise_distance",
-    "quadruplet_distances",
-    "triplet_loss",
-    "value_checks",
-]
-
 # Clamp of the squared distance: sqrt stays differentiable (gradient 0 below it).
 DISTANCE_EPS = 1e-12
-REDUCTIONS = ("sum", "mean")
-
-
-# ----------------------------------------------------------------------------------------------
-# Input checks shared by the paper's and the baselines' losses
-# ----------------------------------------------------------------------------------------------
 
 
 _VALUE_CHECKS: ContextVar[bool] = ContextVar("qlib_loss_value_checks", default=True)
@@ -89,7 +62,7 @@ def check_labels(name: str, x: object, n: int, n_classes: int | None = None) -> 
 
 
 def check_reduction(reduction: object) -> str:
-    if reduction not in REDUCTIONS:
+    if reduction not in ("sum", "mean"):
         raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}.")
     return reduction
 
@@ -122,16 +95,10 @@ def _check_margins(m1: object, m2: object) -> tuple[float, float]:
     return m1, m2
 
 
-# ----------------------------------------------------------------------------------------------
-# Distances
-# ----------------------------------------------------------------------------------------------
-
-
 def pairwise_distance(a: Tensor, b: Tensor) -> Tensor:
     """Row-wise Euclidean distance ‖a_i − b_i‖ of (B, d) inputs -> (B,) (footnote 4).
 
-    Gradient-safe at zero distance: sqrt(max(‖a_i − b_i‖², eps)) with eps = DISTANCE_EPS, so two
-    identical rows give 1e-6 and a zero (not NaN) gradient.
+    sqrt(max(‖a_i − b_i‖², DISTANCE_EPS)): identical rows give 1e-6 and a zero gradient.
     """
     check_float("a", a, ndim=2)
     check_float("b", b, ndim=2)
@@ -157,11 +124,6 @@ def quadruplet_distances(embeddings: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         pairwise_distance(ref, embeddings[:, 2]),
         pairwise_distance(ref, embeddings[:, 3]),
     )
-
-
-# ----------------------------------------------------------------------------------------------
-# Equations 1-5
-# ----------------------------------------------------------------------------------------------
 
 
 def contrastive_loss(d: Tensor, same: Tensor, alpha: float) -> Tensor:
@@ -263,7 +225,6 @@ def joint_loss(
     [1 − D_RP- / (D_RP+ + m1 − m2)]₊ + [1 − D_RN / (D_RP- + m2)]₊, denominators exactly as
     printed (the text derives m1 in the first one; the SPEC keeps the printed m1 − m2). The
     classification term L_C(x^R) of eq. 5 is `classification_loss`; `combined_loss` adds it.
-    Requires m1 > m2 > 0 so both denominators are >= a positive margin.
     """
     check_distances(d_rpp=d_rpp, d_rpn=d_rpn, d_rn=d_rn)
     m1, m2 = _check_margins(m1, m2)
@@ -271,11 +232,6 @@ def joint_loss(
     fine_term = (1 - d_rpn / (d_rpp + (m1 - m2))).clamp_min(0)
     coarse_term = (1 - d_rn / (d_rpn + m2)).clamp_min(0)
     return fine_term + coarse_term
-
-
-# ----------------------------------------------------------------------------------------------
-# Equation 6
-# ----------------------------------------------------------------------------------------------
 
 
 def combined_loss(
@@ -317,14 +273,10 @@ class LossOutput(NamedTuple):
 class QuadrupletLoss(nn.Module):
     """Eq. 6: Σ_i L_joint(Q_i) + η L_global(Q), with L_joint = eq. 5 (distance terms + eq. 4 on R).
 
-    `reduction="sum"` is eq. 6 as printed; `"mean"` divides the whole of it by B (the global
-    term too), so that one learning rate means the same step for every method (docs/spec.md).
-
-    forward(embeddings (B, 4, d) in column order R, P+, P-, N, coarse_logits (B, k1),
-    fine_logits (B, k2), coarse (B,), fine (B,)) — logits and labels of the anchors R — returns
-    LossOutput(total, parts) with parts keys `loss` (= total), `joint` (eq. 5 distance terms,
-    reduced like total), `classification` (eq. 4, reduced like total), `global` (eq. 3, before η
-    and before any division by B), and `d_rpp`, `d_rpn`, `d_rn` (batch means of the distances).
+    forward(embeddings (B, 4, d) in column order R, P+, P-, N, then the anchors' coarse_logits
+    (B, k1), fine_logits (B, k2), coarse (B,), fine (B,)) -> LossOutput. parts: `loss` (= total),
+    `joint` and `classification` (reduced like total), `global` (eq. 3, before η and any division
+    by B), `d_rpp`, `d_rpn`, `d_rn` (batch means). `reduction` as in `combined_loss`.
     """
 
     def __init__(

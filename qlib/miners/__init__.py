@@ -13,7 +13,6 @@ A quadruplet is four bank indices (R, P+, P-, N); miners return indices, never e
 from .bank import Bank
 from .common import METHODS
 from .reference import (
-    count_fallbacks,
     hardest_negative,
     method1_key,
     method2_key,
@@ -27,7 +26,6 @@ from .reference import (
 __all__ = [
     "METHODS",
     "Bank",
-    "count_fallbacks",
     "hardest_negative",
     "method1_key",
     "method2_key",

@@ -1,24 +1,16 @@
-"""Bank: the same picks as select_quadruplets, with the work per bank done once and none per call
-that waits for the GPU.
+"""Bank: the picks of select_quadruplets, with the work per bank done once (checks, norms, valid
+anchors, layout: at each refresh) and, on CUDA, nothing in `select` that waits for the device.
 
-What it does differently from the reference, and why:
-
-- The checks, the squared norms, the valid anchors and the layout below are computed when the
-  bank is built (once per refresh), not at every selection.
-- Window: both candidate sets of an anchor (P+, P-) lie inside its coarse class. A stable sort by
-  coarse class makes every class a contiguous run of bank indices in ascending order, and every
-  anchor gets a window of W columns (W = the largest class) that covers its class. P+ and P- are
-  picked on (B, W) matrices instead of (B, N) ones; within the class, window order is bank order,
-  so ties still go to the lowest bank index. N needs the whole row: it is the argmin of D(R, j)
-  once the anchor's class is masked (through its window, a (B, W) scatter).
-- Method 1's key (the distance to N) is needed on the window only. On the CPU it is computed per
-  coarse class present, from a copy of the bank sorted by class (a product of (anchors of the
-  class) x (class size) instead of a second bank-sized one). On CUDA it is one bank-sized product
-  followed by a gather: a few large kernels, and no anchor count read back by the host.
-- On CUDA nothing in `select` waits for the device: no .item(), .tolist(), bool(tensor) or
-  data-dependent shape; draws are made on the CPU and copied without blocking. Anchors that are
-  already on the device are trusted (they come from `sample_anchors`); anchors given on the CPU
-  are checked there, at no cost to the device.
+- Window: P+ and P- lie inside the anchor's coarse class. A stable sort by coarse class makes each
+  class a contiguous run in bank order, and each anchor gets a window of W columns (W = the
+  largest class) covering its class: P+ and P- are picked on (B, W) matrices instead of (B, N),
+  with ties still to the lowest bank index. N needs the whole row (its class masked through the
+  window).
+- Method 1's key is needed on the window only: on the CPU, one product per coarse class present,
+  from a copy of the bank sorted by class; on CUDA, one bank-sized product and a gather (no
+  anchor count read back by the host).
+- No .item(), .tolist(), bool(tensor) or data-dependent shape on CUDA; draws are made on the CPU
+  and copied without blocking; anchors already on the device are trusted (`sample_anchors`).
 """
 
 from __future__ import annotations
@@ -27,13 +19,12 @@ import torch
 from torch import Tensor
 
 from .. import checks
-from ..distances import shifted_squared_distances, squared_norms
+from ..distances import chunk_rows, shifted_squared_distances, squared_norms
 from .common import (
     check_anchors,
     check_bank,
     check_generator,
     check_method,
-    default_chunk,
     draw_anchors,
     draw_uniforms,
     exact_distances,
@@ -45,16 +36,14 @@ from .reference import candidate_counts, kth_candidate, pick_outside_sphere
 class Bank:
     """Training embeddings (N, d) with fine and coarse labels (N,), ready for fast selection.
 
-    Build one per bank refresh; `select` then returns what `select_quadruplets` returns on the
-    same inputs (tested). `valid`: BoolTensor (N,), the samples that can anchor a quadruplet.
-    `chunk_size`: anchors per chunk (default: about 8M distance-matrix elements).
+    Build one per bank refresh. `valid`: BoolTensor (N,), the samples that can anchor a quadruplet.
     """
 
     def __init__(self, embeddings, fine, coarse, *, chunk_size: int | None = None):
         self.embeddings, self.fine, self.coarse = check_bank(embeddings, fine, coarse)
         self.device = device = self.embeddings.device
         n = self.embeddings.shape[0]
-        self.chunk = default_chunk(n, chunk_size)
+        self.chunk = chunk_rows(n, chunk_size)
         self.norms = squared_norms(self.embeddings, "bank")
         # On the CPU, for checking anchors given there and for drawing them.
         self._labels_cpu = (self.fine.cpu(), self.coarse.cpu())
@@ -97,13 +86,8 @@ class Bank:
     def select(
         self, anchors, method: str, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Quadruplets (B, 4) [R, P+, P-, N] and fallbacks (B, 2) [P+, P-] for anchors (B,).
-
-        Equal to select_quadruplets(..., return_fallbacks=True) on this bank, on its device.
-        Anchors given on the CPU (tensor, list) are checked there; anchors already on a CUDA
-        device are trusted, unchecked (reading them back would wait for the GPU): take them
-        from `sample_anchors`. generator: a CPU torch.Generator (Random's draws).
-        """
+        """select_quadruplets(..., return_fallbacks=True) on this bank: quadruplets (B, 4)
+        [R, P+, P-, N] and fallbacks (B, 2) [P+, P-] for anchors (B,), on the bank's device."""
         method = check_method(method)
         generator = check_generator(generator)
         anchors = self._anchors(anchors)

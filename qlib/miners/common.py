@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from .. import checks
-from ..distances import CHUNK_ELEMENTS
 
 METHODS = ("random", "method1", "method2")
 
@@ -102,13 +101,6 @@ def check_anchors(anchors, n_pos, n_posneg, n_neg, fine, coarse) -> Tensor:
                 "from valid_anchors(fine, coarse)."
             )
     return anchors
-
-
-def default_chunk(n_bank: int, chunk_size: int | None) -> int:
-    """Anchors per chunk: chunk_size, or as many as keep a (chunk, N) matrix near CHUNK_ELEMENTS."""
-    if chunk_size is None:
-        return max(1, CHUNK_ELEMENTS // max(n_bank, 1))
-    return checks.integer("chunk_size", chunk_size, 1)
 
 
 def join(parts: list[tuple[Tensor, Tensor]], device: torch.device) -> tuple[Tensor, Tensor]:

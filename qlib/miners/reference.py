@@ -1,7 +1,7 @@
 """Section 3.3 of the paper, one function per idea; `select_quadruplets` is the reference.
 
-Read it beside the paper (docs/spec.md "Quadruplet selection" is the exact definition). For an
-anchor R and D(j) = ||e_j - e_R|| over the bank:
+Read it beside the paper (docs/spec.md "Quadruplet selection"). For an anchor R and
+D(j) = ||e_j - e_R|| over the bank:
 
 - `hardest_negative`: N = argmin D(j) over the samples of another coarse class;
 - D(R, N) is the radius of a hypersphere around R; `pick_outside_sphere` takes, among the
@@ -11,9 +11,8 @@ anchor R and D(j) = ||e_j - e_R|| over the bank:
 - `random_quadruplets`: the baseline, P+, P-, N uniform over their candidate sets.
 
 Ties go to the lowest bank index (torch's argmin/argmax return the first occurrence). Distances
-are compared squared and shifted by a constant per anchor (qlib.distances), which orders every
-row as D does. Everything is vectorised over anchors and bank; anchors are taken in chunks so that
-only (chunk, N) matrices are held. qlib.miners.Bank computes the same picks faster.
+are compared squared and shifted by a constant per row (qlib.distances), which orders each row
+as D does; anchors are taken in chunks so that only (chunk, N) matrices are held.
 """
 
 from __future__ import annotations
@@ -22,14 +21,13 @@ import torch
 from torch import Tensor
 
 from .. import checks
-from ..distances import shifted_squared_distances, squared_norms
+from ..distances import chunk_rows, shifted_squared_distances, squared_norms
 from .common import (
     check_anchors,
     check_bank,
     check_generator,
     check_labels,
     check_method,
-    default_chunk,
     draw_anchors,
     draw_uniforms,
     exact_distances,
@@ -37,9 +35,8 @@ from .common import (
 )
 
 
-# --------------------------------------------------------------------------------------------
-# Section 3.3, one idea per function. Shapes: B anchors, N bank samples (or M window columns).
-# --------------------------------------------------------------------------------------------
+# --- Section 3.3, one idea per function ---
+# Shapes: B anchors, N bank samples (or M window columns).
 def hardest_negative(d: Tensor, same_coarse: Tensor) -> Tensor:
     """N = argmin D(R, j) over coarse(j) != coarse(R): d (B, N), same_coarse (B, N) -> (B,)."""
     return d.masked_fill(same_coarse, float("inf")).argmin(1)
@@ -115,9 +112,7 @@ def kth_candidate(mask: Tensor, u: Tensor) -> Tensor:
     return torch.searchsorted(running, (k + 1)[:, None]).squeeze(1)  # first column reaching k+1
 
 
-# --------------------------------------------------------------------------------------------
-# the reference
-# --------------------------------------------------------------------------------------------
+# --- the reference ---
 def select_quadruplets(
     bank,
     fine,
@@ -145,7 +140,7 @@ def select_quadruplets(
     bank, fine, coarse = check_bank(bank, fine, coarse)
     anchors = check_anchors(anchors, *candidate_counts(fine, coarse), fine, coarse)
     anchors = anchors.to(bank.device)
-    chunk = default_chunk(bank.shape[0], chunk_size)
+    chunk = chunk_rows(bank.shape[0], chunk_size)
     norms = squared_norms(bank, "bank")
     with torch.no_grad(), exact_distances(bank.device):
         if method == "random":
@@ -162,15 +157,7 @@ def select_quadruplets(
     return (quadruplets, fallbacks) if return_fallbacks else quadruplets
 
 
-def count_fallbacks(fallbacks: Tensor) -> dict[str, int]:
-    """Totals of a fallbacks mask (B, 2) -> {"P+": n, "P-": n}, for logging and plots."""
-    fallbacks = torch.as_tensor(fallbacks)
-    return {"P+": int(fallbacks[:, 0].sum()), "P-": int(fallbacks[:, 1].sum())}
-
-
-# --------------------------------------------------------------------------------------------
-# anchors
-# --------------------------------------------------------------------------------------------
+# --- anchors ---
 def candidate_counts(fine: Tensor, coarse: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Per sample (N,) each: number of P+ candidates, of P- candidates, of N candidates."""
     _, fine_index, fine_counts = torch.unique(fine, return_inverse=True, return_counts=True)
