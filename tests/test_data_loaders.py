@@ -208,11 +208,17 @@ def test_stanford_missing_root_and_unknown_layout(tmp_path):
         assert expected in message
 
 
-def test_stanford_missing_images(tmp_path):
+def test_stanford_missing_and_corrupt_images(tmp_path):
     root = make_combined(tmp_path)
-    (root / "car_ims" / "000003.jpg").write_bytes(b"not a jpeg")
-    manifest = _load_quietly(root)  # no decoding: the broken file is still listed
+    broken = root / "car_ims" / "000003.jpg"
+    broken.write_bytes(b"not a jpeg")
+    manifest = _load_quietly(root)  # default: no decoding, the broken file is still listed
     assert len(manifest) == len(FAKE_IDS)
+    with pytest.raises(ValueError, match="000003.jpg"):
+        _load_quietly(root, check_images=True)
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        skipped = data.load_stanford_cars(root, check_images=True, skip_broken=True)
+    assert len(skipped) == len(FAKE_IDS) - 1 and str(broken) not in set(skipped["path"])
     (root / "car_ims" / "000004.jpg").unlink()
     with pytest.raises(FileNotFoundError, match="000004.jpg"):
         _load_quietly(root)

@@ -48,6 +48,8 @@ def load_dataset(
     size: str = "demo",
     seed: int = 0,
     split_strategy: str = "half",
+    check_images: bool = False,
+    skip_broken: bool = False,
 ) -> pd.DataFrame:
     """A manifest by dataset name (one of DATASETS):
 
@@ -57,6 +59,8 @@ def load_dataset(
     - "sop": root = the Stanford_Online_Products folder (coarse: the 12 super-categories);
     - "manifest": root = a CSV; "folder": root = root/<coarse>/<fine>/<image>; both split by
       `split_strategy` and `seed` when the data has no split.
+
+    `check_images` / `skip_broken`: decode every file / drop unreadable ones (not "synthetic").
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}.")
@@ -64,14 +68,15 @@ def load_dataset(
         return load_synthetic(size=size, seed=seed)
     if root is None or str(root) == "":
         raise ValueError(f"dataset {name!r} needs a root (folder or CSV path); got none.")
+    files = {"check_images": check_images, "skip_broken": skip_broken}
     if name in DEFAULT_COARSE:
         loader = load_stanford_cars if name == "stanford_cars" else load_cub200
         unset = coarse is None or (isinstance(coarse, str) and coarse == "")
-        return loader(root, DEFAULT_COARSE[name] if unset else coarse)
+        return loader(root, DEFAULT_COARSE[name] if unset else coarse, **files)
     if name == "sop":
-        return load_stanford_online_products(root)
+        return load_stanford_online_products(root, **files)
     loader = load_manifest if name == "manifest" else load_folder_tree
-    return loader(root, split_strategy, seed)
+    return loader(root, split_strategy, seed, **files)
 
 
 def dataset_source(

@@ -45,9 +45,15 @@ def _read_pairs(path: Path) -> dict[int, str]:
     return pairs
 
 
-def load_cub200(root: str | Path, coarse: vocab.CoarseSpec = "lastword58") -> pd.DataFrame:
+def load_cub200(
+    root: str | Path,
+    coarse: vocab.CoarseSpec = "lastword58",
+    check_images: bool = False,
+    skip_broken: bool = False,
+) -> pd.DataFrame:
     """CUB-200-2011 in its official layout -> manifest. `coarse`: "lastword58" or a CSV path /
-    DataFrame / dict mapping species name or id -> coarse name. Other counts warn."""
+    DataFrame / dict mapping species name or id -> coarse name. Other counts warn;
+    `check_images` decodes every file (`skip_broken` drops unreadable ones with a warning)."""
     _, base = find_layout(root, CUB_LAYOUTS, "CUB-200-2011", CUB_HELP)
     images, labels, classes = (_read_pairs(base / name) for name in CUB_FILES)
     unpaired = sorted(set(images) ^ set(labels))
@@ -66,4 +72,4 @@ def load_cub200(root: str | Path, coarse: vocab.CoarseSpec = "lastword58") -> pd
     mapping = vocab.coarse_mapping(coarse, names, "cub200")
     df = vocab.class_manifest(records, names, mapping, n_train_classes=100)
     warn_counts(df, CUB_COUNTS, f"CUB-200-2011 in {base}")
-    return finish(df)
+    return finish(df, check_images, skip_broken)

@@ -39,6 +39,14 @@ def read_image(path: str | Path) -> Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
+def image_is_readable(path: str | Path) -> bool:
+    try:
+        read_image(path)
+        return True
+    except ValueError:
+        return False
+
+
 def resize_side(image_size: int) -> int:
     """The short side images are resized to before the crop: image_size * 256 / 224 (the
     usual ImageNet ratio; 256 for the paper's 224 px)."""

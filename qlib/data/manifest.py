@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from ..utils import read_json, write_json
+from .images import image_is_readable
 
 MANIFEST_COLUMNS = ("path", "fine", "coarse", "fine_name", "coarse_name", "split")
 SPLITS = ("train", "test")
@@ -110,15 +111,33 @@ def split_by_fine_class(
     return manifest.assign(split=np.where(manifest[key].isin(train), "train", "test"))
 
 
-def finish(df: pd.DataFrame) -> pd.DataFrame:
-    """The last step of every loader: every listed file exists, then `check_manifest`."""
-    missing = [p for p in df["path"] if not os.path.isfile(p)]
+def check_files(manifest: pd.DataFrame, check_images: bool, skip_broken: bool) -> pd.DataFrame:
+    """Missing files always raise. With `check_images` every file is decoded: an unreadable
+    one raises, or with `skip_broken` is dropped and counted in a warning."""
+    missing = [p for p in manifest["path"] if not os.path.isfile(p)]
     if missing:
         raise FileNotFoundError(
             f"{len(missing)} image files do not exist, e.g. {missing[:3]}; expected every "
             "listed image on disk."
         )
-    return check_manifest(df.reset_index(drop=True))
+    readable = np.array([not check_images or image_is_readable(p) for p in manifest["path"]])
+    broken = manifest["path"][~readable].tolist()
+    if broken and not skip_broken:
+        raise ValueError(
+            f"{len(broken)} images are unreadable or corrupt, e.g. {broken[:3]}; fix or remove "
+            "them, or pass skip_broken=True to leave them out."
+        )
+    if broken:
+        warnings.warn(
+            f"skipped {len(broken)} unreadable images (skip_broken=True), e.g. {broken[:3]}.",
+            stacklevel=3,
+        )
+    return manifest[readable].reset_index(drop=True)
+
+
+def finish(df: pd.DataFrame, check_images: bool, skip_broken: bool) -> pd.DataFrame:
+    """The last step of every loader: `check_files`, then `check_manifest`."""
+    return check_manifest(check_files(df.reset_index(drop=True), check_images, skip_broken))
 
 
 def warn_counts(df: pd.DataFrame, expected: Mapping[str, int], what: str) -> None:
@@ -208,6 +227,8 @@ def load_manifest(
     csv_path: str | Path,
     split_strategy: str = "half",
     seed: int = 0,
+    check_images: bool = False,
+    skip_broken: bool = False,
 ) -> pd.DataFrame:
     """A CSV with `path`, `fine`, `coarse` (names or integer ids), optional `split`,
     `fine_name`, `coarse_name` -> manifest; relative paths start at the CSV's folder. Integer
@@ -237,13 +258,15 @@ def load_manifest(
     numbered = number_classes(df, "_fine", "_coarse")
     for level in ("fine", "coarse"):
         df[level] = df[f"_{level}"] if is_id[level] else numbered[level]
-    return finish(df.drop(columns=["_fine", "_coarse"]))
+    return finish(df.drop(columns=["_fine", "_coarse"]), check_images, skip_broken)
 
 
 def load_folder_tree(
     root: str | Path,
     split_strategy: str = "half",
     seed: int = 0,
+    check_images: bool = False,
+    skip_broken: bool = False,
 ) -> pd.DataFrame:
     """root/<coarse>/<fine>/<image> -> manifest, split by `split_by_fine_class`. A fine folder
     name under two coarse folders is an error; entries that are not images at that depth are
@@ -273,7 +296,7 @@ def load_folder_tree(
     df = pd.DataFrame(rows, columns=["path", "fine_name", "coarse_name"])
     df = split_by_fine_class(df, split_strategy, seed)
     check_labels(df, "fine_name", "coarse_name")
-    return finish(number_classes(df, "fine_name", "coarse_name"))
+    return finish(number_classes(df, "fine_name", "coarse_name"), check_images, skip_broken)
 
 
 def summarize(manifest: pd.DataFrame) -> dict:

@@ -41,10 +41,13 @@ def _read_list(path: Path) -> pd.DataFrame:
     return table.astype({c: "int64" for c in SOP_HEADER[:3]})
 
 
-def load_stanford_online_products(root: str | Path) -> pd.DataFrame:
+def load_stanford_online_products(
+    root: str | Path, check_images: bool = False, skip_broken: bool = False
+) -> pd.DataFrame:
     """Stanford Online Products in its official layout -> manifest: fine = the product
     ("<super-category> <class_id>"), coarse = the super-category named after its folder
-    (coffee_maker_final -> "coffee maker"), the official split. Other counts warn."""
+    (coffee_maker_final -> "coffee maker"), the official split. Other counts warn;
+    `check_images` decodes every file (`skip_broken` drops unreadable ones with a warning)."""
     _, base = find_layout(root, SOP_LAYOUTS, "Stanford Online Products", SOP_HELP)
     lists = [_read_list(base / name).assign(split=split) for split, name in SOP_FILES.items()]
     df = pd.concat(lists, ignore_index=True)
@@ -62,4 +65,6 @@ def load_stanford_online_products(root: str | Path) -> pd.DataFrame:
     df["path"] = [str(base / p) for p in df["path"]]
     df = number_classes(df, "class_id", "coarse_name").sort_values(["fine", "path"], kind="stable")
     warn_counts(df, SOP_COUNTS, f"Stanford Online Products in {base}")
-    return finish(df.drop(columns=["image_id", "class_id", "super_class_id"]))
+    return finish(
+        df.drop(columns=["image_id", "class_id", "super_class_id"]), check_images, skip_broken
+    )

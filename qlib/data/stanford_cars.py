@@ -172,10 +172,13 @@ def detect_stanford_layout(root: str | Path) -> tuple[str, Path]:
 def load_stanford_cars(
     root: str | Path,
     coarse: vocab.CoarseSpec = "suffix22",
+    check_images: bool = False,
+    skip_broken: bool = False,
 ) -> pd.DataFrame:
     """Stanford Cars 196 in any of the three layouts -> manifest. `coarse`: "suffix22", "body9",
     "make49", or a CSV path / DataFrame / dict mapping class name or id -> coarse name. Other
-    counts warn."""
+    counts warn; `check_images` decodes every file (`skip_broken` drops unreadable ones with a
+    warning)."""
     layout, base = detect_stanford_layout(root)
     names = stanford_class_names()
     mapping = vocab.coarse_mapping(coarse, names, "stanford_cars")
@@ -183,4 +186,4 @@ def load_stanford_cars(
         STANFORD_LAYOUTS[layout][2](base), names, mapping, STANFORD_TRAIN_CLASSES
     )
     warn_counts(df, STANFORD_COUNTS, f"Stanford Cars in {base} ({layout} layout)")
-    return finish(df)
+    return finish(df, check_images, skip_broken)
