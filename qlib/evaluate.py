@@ -234,31 +234,33 @@ def dissect_iteration(
     """Take the first training iteration of `config` (a qlib.train.TrainConfig) apart, for
     each quadruplet selection in `methods` on the same anchors (Section 3.3, eq. 6).
 
-    Network, anchors and the generator state of each selection are the trainer's iteration 1
-    (so the run's own method picks exactly what it picks); eq. 6's parts come from
-    `qlib.train.train_step` on a copy of the network. Nothing is written.
+    The trainer's own `Run` (its data, initial network, generators) gives the bank and each
+    method's plan of iteration 1, so the run's own method picks exactly what it picks.
+    Nothing is written.
     """
     from . import miners
-    from .train import build_datasets, initial_model
+    from .train import distributed, runs
+    from .train.batches import quadruplet_plan
+    from .train.loop import embed_bank
+    from .train.setup import Run
     from .utils import resolve_device
 
     unknown = [m for m in methods if m not in miners.METHODS]
     if unknown or not methods:
         raise ValueError(f"methods must be some of {miners.METHODS}, got {list(methods)}.")
     device = resolve_device(config.device)
-    data = build_datasets(config)
-    model = initial_model(config, data, device)
-    bank = _initial_bank(config, data, model, device)
-    anchor_generator = torch.Generator().manual_seed(config.seed)  # the trainer's
-    anchors = bank.sample_anchors(config.batch_size, anchor_generator)
+    run = Run(config, device, runs.run_dir_of(config), distributed.SINGLE)  # writes nothing
+    data, bank = run.data, embed_bank(run)
     embeddings = bank.embeddings.float().cpu()
+    run_generators = (run.anchor_gen, run.data_gen)
     rows, losses = [], {}
-    for method in methods:
-        generator = torch.Generator()
-        generator.set_state(anchor_generator.get_state())
-        quadruplets, fallbacks = bank.select(anchors, method, generator)
-        rows.append(_quadruplet_rows(method, quadruplets.cpu(), fallbacks.cpu(), embeddings))
-        losses[method] = _step_losses(config, method, model, data, quadruplets, device)
+    for method in methods:  # each from the generators' initial states (copies)
+        generators = [torch.Generator().set_state(g.get_state()) for g in run_generators]
+        plan = quadruplet_plan(bank, method, 1, run.batch_size, *generators)
+        quadruplets = plan.batches[0]
+        rows.append(_quadruplet_rows(method, quadruplets, plan.fallbacks[0].cpu(), embeddings))
+        losses[method] = _step_losses(run, method, plan)
+    anchors = quadruplets[:, 0]  # R: the same anchors for every method
     if not config.is_quadruplet:
         trainer_method = None
     else:
@@ -268,8 +270,8 @@ def dissect_iteration(
         fine=data.train_fine.clone(),
         coarse=data.train_coarse.clone(),
         paths=data.train_manifest["path"].astype(str).tolist(),
-        anchors=anchors.cpu(),
-        anchor_distances=torch.cdist(embeddings[anchors.cpu()], embeddings),
+        anchors=anchors,
+        anchor_distances=torch.cdist(embeddings[anchors], embeddings),
         bank_2d=principal_components(embeddings),
         quadruplets=pd.concat(rows, ignore_index=True),
         losses=pd.DataFrame(losses).T.rename_axis("method"),
@@ -277,41 +279,26 @@ def dissect_iteration(
     )
 
 
-def _initial_bank(config, data, model, device):
-    """The bank of iteration 1: every training image embedded by `model`, as the trainer does."""
-    from . import miners
-    from .model import embed_images
+def _step_losses(run, method: str, plan) -> dict:
+    """Eq. 6 and its parts on the plan's first batch, as `train_step` computes them (train
+    mode, the trainer's crops and flips), on a copy of the network; `global_term` = η·eq. 3 as
+    it enters eq. 6."""
     from .train import hardware
-    from .train.data import make_loader
-
-    dtype = hardware.inference_dtype(hardware.train_dtype(device, config.amp))
-    loader = make_loader(data.train_eval_set, config, device, batch_size=config.eval_batch_size)
-    embeddings = embed_images(model, loader, dtype=dtype, on_device=True)
-    return miners.Bank(embeddings, data.train_fine.to(device), data.train_coarse.to(device))
-
-
-def _step_losses(config, method: str, model, data, quadruplets: Tensor, device) -> dict:
-    """Eq. 6 and its parts on the batch of `quadruplets`, as `train_step` computes them (train
-    mode, the trainer's crops and flips from its data generator), on a copy of `model`;
-    `global_term` = η·eq. 3 as it enters eq. 6."""
-    from .train import hardware, train_step
-    from .train.batches import augmentation_keys
+    from .train.loop import train_step
     from .train.setup import make_loss, make_optimizer
 
-    dtype = hardware.train_dtype(device, config.amp)
-    keys = augmentation_keys(quadruplets.flatten(), torch.Generator().manual_seed(config.seed + 1))
-    images = torch.stack([data.train_aug_set[key][0] for key in keys])
-    model = copy.deepcopy(model)
+    images = torch.stack([run.data.train_aug_set[key][0] for key in plan.items[0]])
+    model = copy.deepcopy(run.model)
     result, _ = train_step(
         model,
-        make_loss(dataclasses.replace(config, method=method)).to(device),
-        make_optimizer(model, config),
-        hardware.make_scaler(device, dtype),
-        images.to(device),
-        quadruplets.to(device),
-        data.train_fine.to(device),
-        data.train_coarse.to(device),
-        dtype,
+        make_loss(dataclasses.replace(run.config, method=method)).to(run.device),
+        make_optimizer(model, run.config),
+        hardware.make_scaler(run.device, run.dtype),
+        images.to(run.device),
+        plan.batches[0].to(run.device),
+        run.fine,
+        run.coarse,
+        run.dtype,
     )
     parts = {name: float(value) for name, value in result.parts.items()}
     parts["global_term"] = parts["loss"] - parts["joint"] - parts["classification"]

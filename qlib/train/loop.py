@@ -109,13 +109,18 @@ def next_plan(run: Run, method: str, n_iterations: int) -> Plan:
             run.members, n_iterations, 4 * run.batch_size, run.config.images_per_class, run.data_gen
         )
     tic = time.perf_counter()
-    embeddings = run.world.embed(run.model, run.bank_loader, hardware.inference_dtype(run.dtype))
-    bank = qminers.Bank(embeddings, run.fine, run.coarse)
+    bank = embed_bank(run)
     bank_seconds = time.perf_counter() - tic
     plan = quadruplet_plan(bank, method, n_iterations, run.batch_size, run.anchor_gen, run.data_gen)
     run.world.check_same(plan.batches)
     plan.bank_seconds = bank_seconds
     return plan
+
+
+def embed_bank(run: Run) -> qminers.Bank:
+    """The bank: every training image embedded by the current network."""
+    embeddings = run.world.embed(run.model, run.bank_loader, hardware.inference_dtype(run.dtype))
+    return qminers.Bank(embeddings, run.fine, run.coarse)
 
 
 def train(config: TrainConfig) -> Path:
