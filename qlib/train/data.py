@@ -44,11 +44,6 @@ class RunData:
     train_aug_set: Any = field(repr=False)  # AugmentedItems: the batches
     eval_set: Any = field(repr=False)  # eval transform: evaluation
 
-    # The names notebook 04 and older code use for the test split.
-    test_manifest = property(lambda self: self.eval_manifest)
-    test_fine = property(lambda self: self.eval_fine)
-    test_set = property(lambda self: self.eval_set)
-
 
 def experiment_manifest(run_root: str | Path) -> str:
     """`<run_root>/data/manifest.csv` (written by notebook 01) if it exists, else ""."""
