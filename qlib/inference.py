@@ -101,12 +101,6 @@ def load(
     from . import train as qtrain
 
     run_dir = resolve_path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        problem = "is not a training run folder (it has no config.json)"
-        raise FileNotFoundError(
-            f"run folder {str(run_dir)!r} {problem if run_dir.is_dir() else 'does not exist'}; "
-            "pass a folder written by training, such as runs/demo/method2_seed0."
-        )
     device = resolve_device(device)
     config, model = qtrain.load_run(run_dir, checkpoint, device=device)
     image_size = config.image_size or qmodel.default_image_size(config.backbone)

@@ -6,7 +6,6 @@ here (no `tabulate`).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -77,22 +76,14 @@ def paper_table1() -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------
 
 
-def _read_json_file(path: Path) -> object:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(
-            f"{path} is not valid JSON ({err}); expected the file qlib.train writes."
-        ) from err
-
-
 def final_metrics(metrics_path: str | Path) -> dict:
-    """The last evaluation of a run's metrics.json, checked: R@1 … NMI, `epoch`, `iteration`
-    and `final` (whether the run completed: qlib.train marks its last entry `"final": true`)."""
+    """The last evaluation of a run's metrics.json (`metrics_path`, read by the run folder's
+    reader), checked: R@1 … NMI, `epoch`, `iteration` and `final` (whether the run completed:
+    qlib.train marks its last entry `"final": true`)."""
+    from .train.runs import read_metrics
+
     path = Path(metrics_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; expected a run's metrics.json.")
-    evaluations = _read_json_file(path)
+    evaluations = read_metrics(path.parent)
     if not isinstance(evaluations, list) or not evaluations:
         raise ValueError(f"{path} holds no evaluations; expected a non-empty JSON list of dicts.")
     last = evaluations[-1]
@@ -118,10 +109,12 @@ def final_metrics(metrics_path: str | Path) -> dict:
 def _run_identity(run_dir: Path) -> dict:
     """Method, seed, settings and torch threads of a run from its config.json; method and seed
     from the folder name `<method>_seed<seed>` where config.json does not say."""
+    from .train.runs import read_config
+
     config_path = run_dir / "config.json"
     identity: dict = {"method": None, "seed": None}
     if config_path.is_file():
-        content = _read_json_file(config_path)
+        content = read_config(run_dir)
         if not isinstance(content, dict):
             raise ValueError(f"{config_path} is {type(content).__name__}; expected a JSON object.")
         config, environment = content.get("config", content), content.get("environment", {})

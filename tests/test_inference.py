@@ -143,7 +143,7 @@ def test_retrieve_equals_a_brute_force_sort_and_skips_the_query(run, gallery, tm
 def test_errors_are_one_clear_sentence(run, gallery, trained, tmp_path):
     with pytest.raises(FileNotFoundError, match="run folder .* does not exist"):
         inference.load(tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError, match="not a training run folder"):
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
         inference.load(tmp_path)
     with pytest.raises(
         FileNotFoundError, match=r"image '.*missing\.png' does not exist \(1 more images"

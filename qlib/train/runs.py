@@ -11,6 +11,7 @@ not run code when a run is opened.
 from __future__ import annotations
 
 import io
+import json
 import platform
 import shutil
 import subprocess
@@ -140,15 +141,28 @@ def checkpoint_path(run_dir: Path, checkpoint: str | Path = "last") -> Path:
 def _run_file(run_dir: Path, name: str) -> Path:
     path = run_dir / name
     if not path.is_file():
+        problem = f"has no {name}" if run_dir.is_dir() else "does not exist"
         raise FileNotFoundError(
-            f"{str(path)!r} does not exist; expected a run folder written by qlib.train."
+            f"run folder {str(run_dir)!r} {problem}; pass a folder written by training, such as "
+            "runs/demo/method2_seed0."
         )
     return path
 
 
+def _read_run_json(run_dir: str | Path, name: str) -> Any:
+    """The one reader of a run folder's JSON files; a missing or malformed file is named."""
+    path = _run_file(Path(run_dir), name)
+    try:
+        return read_json(path)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path} is not valid JSON ({err}); expected the file qlib.train writes."
+        ) from err
+
+
 def read_config(run_dir: str | Path) -> dict[str, Any]:
     """config.json of a run folder (config, environment, data, model)."""
-    return read_json(_run_file(resolve_path(run_dir), "config.json"))
+    return _read_run_json(run_dir, "config.json")
 
 
 def load_run(
@@ -172,15 +186,13 @@ def read_log(run_dir: str | Path) -> pd.DataFrame:
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """metrics.json of a run: a list of evaluations; the last one is final when "final" is true."""
-    return read_json(_run_file(Path(run_dir), "metrics.json"))
+    return _read_run_json(run_dir, "metrics.json")
 
 
 def run_is_finished(run_dir: str | Path) -> bool:
     """Whether a run folder holds a final evaluation (the last metrics.json entry is final)."""
-    path = resolve_path(run_dir) / "metrics.json"
-    if not path.is_file():
-        return False
-    entries = read_json(path)
+    run_dir = resolve_path(run_dir)
+    entries = read_metrics(run_dir) if (run_dir / "metrics.json").is_file() else []
     return bool(entries) and bool(entries[-1].get("final"))
 
 
