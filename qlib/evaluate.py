@@ -261,9 +261,8 @@ def dissect_iteration(
         rows.append(_quadruplet_rows(method, quadruplets, plan.fallbacks[0].cpu(), embeddings))
         losses[method] = _step_losses(run, method, plan)
     anchors = quadruplets[:, 0]  # R: the same anchors for every method
-    if not config.is_quadruplet:
-        trainer_method = None
-    else:
+    trainer_method = None  # a baseline run: no quadruplet iteration
+    if config.is_quadruplet:
         trainer_method = "random" if config.warmup_epochs > 0 else config.method
     return IterationDissection(
         bank=embeddings,
