@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .utils import resolve_path, write_json
+from .utils import load_average, resolve_path, write_json
 
 # Half-decade grids around each preset's optimiser default.
 DEFAULT_GRIDS: dict[str, tuple[float, ...]] = {
@@ -183,7 +183,7 @@ def tune(
     grid = tuple(grid or DEFAULT_GRIDS[base.optimizer])
     run_root = resolve_path(run_root or f"runs/tune/{preset}")
     runs = tune_runs(preset, methods, grid, seeds, run_root, overrides)
-    load_start, tic = os.getloadavg()[0], time.perf_counter()
+    load_start, tic = load_average(), time.perf_counter()
     workers = workers or pipeline.default_workers()
     pipeline.train_many(runs, workers=workers)
     report = {
@@ -200,7 +200,7 @@ def tune(
         "workers": workers,
         "cpu_count": os.cpu_count(),
         "load_start": load_start,
-        "load_end": os.getloadavg()[0],
+        "load_end": load_average(),
         "methods": summarize(runs, run_root),
     }
     report["chosen"] = {m: e["chosen_lr"] for m, e in report["methods"].items()}
