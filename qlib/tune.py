@@ -113,12 +113,15 @@ def _cell(entry: dict, lr: float) -> str:
 
 def _markdown(report: dict) -> str:
     grid = report["grid"]
+    start, end = (
+        "n/a" if x is None else f"{x:.1f}" for x in (report["load_start"], report["load_end"])
+    )
     lines = [
         f"# Learning rates on validation classes: preset `{report['preset']}`",
         "",
         f"`{report['command']}`, {report['seconds'] / 60:.1f} min on {report['workers']} "
-        f"worker(s), {report['cpu_count']} CPUs, load average {report['load_start']:.1f} at the "
-        f"start and {report['load_end']:.1f} at the end.",
+        f"worker(s), {report['cpu_count']} CPUs, load average {start} at the start "
+        f"and {end} at the end.",
         "",
         f"Each cell: mean validation {CRITERION} (%) over seeds {report['seeds']} ± sample std; "
         f"**bold**: the chosen rate (highest mean; within {TIE} points the smaller). The "
