@@ -109,10 +109,3 @@ def embeddings(name: str, x: object, *, finite: bool = True) -> Tensor:
     precision is too coarse for exact distance comparisons and is upcast)."""
     x = float_tensor(name, torch.as_tensor(x), 2, finite=finite).detach()
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
-
-
-def generator(x: object) -> torch.Generator | None:
-    """None or a torch.Generator."""
-    if x is not None and not isinstance(x, torch.Generator):
-        raise ValueError(f"generator is a {type(x).__name__}; expected a torch.Generator or None.")
-    return x

@@ -22,9 +22,9 @@ from . import checks
 from .distances import chunk_rows, shifted_squared_distances, squared_norms
 
 
-def _check_inputs(embeddings, labels) -> tuple[Tensor, Tensor]:
-    """Validated embeddings (N, d) float32/64 and labels (N,) long on their device (squared_norms
-    checks that the embeddings are finite)."""
+def _check_inputs(embeddings, labels) -> tuple[Tensor, Tensor, Tensor]:
+    """Validated embeddings (N, d) float32/64, labels (N,) long on their device, and the squared
+    norms (N,) (which check that the embeddings are finite)."""
     embeddings = checks.embeddings("embeddings", embeddings, finite=False)
     labels = checks.labels("labels", labels)
     if labels.numel() != embeddings.shape[0]:
@@ -34,7 +34,7 @@ def _check_inputs(embeddings, labels) -> tuple[Tensor, Tensor]:
         )
     if embeddings.shape[0] < 2:
         raise ValueError(f"there are {embeddings.shape[0]} samples; expected at least 2.")
-    return embeddings, labels.to(embeddings.device)
+    return embeddings, labels.to(embeddings.device), squared_norms(embeddings)
 
 
 def _check_ks(ks: Iterable[int], n: int) -> tuple[int, ...]:
@@ -60,8 +60,11 @@ def first_positive_rank(embeddings, labels, chunk_size: int | None = None) -> Te
     itself excluded by index. A query with no other sample of its label gets rank N (never within
     any K < N). chunk_size = queries per chunk (default: about 8M distance-matrix elements).
     """
-    x, labels = _check_inputs(embeddings, labels)
-    norms, n = squared_norms(x), labels.numel()
+    return _first_positive_rank(*_check_inputs(embeddings, labels), chunk_size)
+
+
+def _first_positive_rank(x: Tensor, labels: Tensor, norms: Tensor, chunk_size) -> Tensor:
+    n = labels.numel()
     chunk = chunk_rows(n, chunk_size)
     # Each class as a contiguous run of a stable sort by label (ascending index inside); the
     # window of a query = `width` sorted positions that cover its class.
@@ -108,8 +111,9 @@ def recall_at_k(
     A query scores at K when any of its K nearest other samples shares its label (Euclidean
     distance, ties by lowest index, the query excluded by index).
     """
-    ranks = first_positive_rank(embeddings, labels, chunk_size)
-    ks = _check_ks(ks, ranks.numel())
+    x, labels, norms = _check_inputs(embeddings, labels)
+    ks = _check_ks(ks, labels.numel())  # before the distance pass: bad ks fail fast
+    ranks = _first_positive_rank(x, labels, norms, chunk_size)
     return {k: float((ranks <= k).double().mean()) for k in ks}
 
 
@@ -121,7 +125,10 @@ def kmeans(embeddings, k: int, seed: int = 0, *, n_init: int = 1, max_iter: int 
     until no assignment changes (at most max_iter), the run of lowest inertia among n_init.
     """
     x = checks.embeddings("embeddings", embeddings, finite=False)
-    norms = squared_norms(x)
+    return _kmeans(x, squared_norms(x), k, seed, n_init, max_iter)
+
+
+def _kmeans(x: Tensor, norms: Tensor, k: int, seed: int, n_init: int, max_iter: int) -> Tensor:
     k = checks.integer("k", k, 1)
     seed, n_init = checks.integer("seed", seed, 0), checks.integer("n_init", n_init, 1)
     max_iter = checks.integer("max_iter", max_iter, 1)
@@ -184,11 +191,11 @@ def nmi(embeddings, labels, seed: int = 0, *, n_init: int = 1) -> float:
     """
     from sklearn.metrics import normalized_mutual_info_score
 
-    x, labels = _check_inputs(embeddings, labels)
+    x, labels, norms = _check_inputs(embeddings, labels)
     n_clusters = int(torch.unique(labels).numel())
     if n_clusters < 2:
         raise ValueError("labels hold a single class; expected at least 2 classes for NMI.")
-    clusters = kmeans(x, n_clusters, seed, n_init=n_init)
+    clusters = _kmeans(x, norms, n_clusters, seed, n_init, max_iter=300)
     return float(
         normalized_mutual_info_score(
             labels.cpu().numpy(), clusters.cpu().numpy(), average_method="arithmetic"

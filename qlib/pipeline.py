@@ -39,7 +39,7 @@ from typing import Any
 
 from . import train as qtrain
 from .train import METHODS  # every row of the paper's Table 1, in its order of training here
-from .utils import experiment_root, repo_root, resolve_path, write_json
+from .utils import experiment_root, load_average, repo_root, resolve_path, write_json
 
 NOTEBOOK_DIR = repo_root() / "notebooks"
 MODES = ("demo", "figures", "smoke", "reproduce")
@@ -413,10 +413,6 @@ def default_workers() -> int:
     return 1 if torch.cuda.is_available() else max(1, min(os.cpu_count() or 1, 8))
 
 
-def _load() -> float | None:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-
-
 def _resumable(step: Step) -> bool:
     """A training that may resume (its parameters say so) whose run is finished."""
     return (
@@ -511,7 +507,7 @@ def _report(records: list, steps, seconds: float, load_start, workers: int, echo
         "torch_threads_per_training": 1,
         "cpu_count": os.cpu_count(),
         "load_average_start": load_start,
-        "load_average_end": _load(),
+        "load_average_end": load_average(),
     }
     for run_root in {s.parameters.get("run_root") for s in steps} - {None}:
         write_json(resolve_path(run_root) / "pipeline_timings.json", summary)
@@ -546,7 +542,7 @@ def run_pipeline(
     papermill |= {"start_timeout": 120, "execution_timeout": cell_timeout}
     options = {"executed_dir": str(executed_dir), "notebook_dir": str(NOTEBOOK_DIR)}
     options["papermill"] = papermill
-    start, load_start = time.perf_counter(), _load()
+    start, load_start = time.perf_counter(), load_average()
     records = _run_steps(steps, options, workers, echo)
     _report(records, steps, time.perf_counter() - start, load_start, workers, echo)
     return records

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .utils import resolve_path, write_json
+from .utils import load_average, resolve_path, write_json
 
 # Half-decade grids around each preset's optimiser default.
 DEFAULT_GRIDS: dict[str, tuple[float, ...]] = {
@@ -113,12 +113,15 @@ def _cell(entry: dict, lr: float) -> str:
 
 def _markdown(report: dict) -> str:
     grid = report["grid"]
+    start, end = (
+        "n/a" if x is None else f"{x:.1f}" for x in (report["load_start"], report["load_end"])
+    )
     lines = [
         f"# Learning rates on validation classes: preset `{report['preset']}`",
         "",
         f"`{report['command']}`, {report['seconds'] / 60:.1f} min on {report['workers']} "
-        f"worker(s), {report['cpu_count']} CPUs, load average {report['load_start']:.1f} at the "
-        f"start and {report['load_end']:.1f} at the end.",
+        f"worker(s), {report['cpu_count']} CPUs, load average {start} at the start "
+        f"and {end} at the end.",
         "",
         f"Each cell: mean validation {CRITERION} (%) over seeds {report['seeds']} ± sample std; "
         f"**bold**: the chosen rate (highest mean; within {TIE} points the smaller). The "
@@ -183,7 +186,7 @@ def tune(
     grid = tuple(grid or DEFAULT_GRIDS[base.optimizer])
     run_root = resolve_path(run_root or f"runs/tune/{preset}")
     runs = tune_runs(preset, methods, grid, seeds, run_root, overrides)
-    load_start, tic = os.getloadavg()[0], time.perf_counter()
+    load_start, tic = load_average(), time.perf_counter()
     workers = workers or pipeline.default_workers()
     pipeline.train_many(runs, workers=workers)
     report = {
@@ -200,7 +203,7 @@ def tune(
         "workers": workers,
         "cpu_count": os.cpu_count(),
         "load_start": load_start,
-        "load_end": os.getloadavg()[0],
+        "load_end": load_average(),
         "methods": summarize(runs, run_root),
     }
     report["chosen"] = {m: e["chosen_lr"] for m, e in report["methods"].items()}

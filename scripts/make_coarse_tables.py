@@ -32,9 +32,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from qlib.data import cub200_class_names, stanford_class_names
+
 REPO = Path(__file__).resolve().parent.parent
-CLASS_NAMES_FILE = REPO / "data" / "stanford_cars_class_names.txt"
-CUB_NAMES_FILE = REPO / "data" / "cub200_class_names.txt"
 OUT_DIR = REPO / "data" / "coarse"
 
 BODY9 = ("Sedan", "SUV", "Coupe", "Convertible", "Hatchback", "Wagon", "Minivan", "Van", "Cab")
@@ -80,14 +80,6 @@ CUB_MANUAL = {
 _YEAR = re.compile(r"^(19|20)\d\d$")
 
 
-def read_class_names(path: str | Path = CLASS_NAMES_FILE) -> list[str]:
-    """The 196 class names in official order (line i = class id i)."""
-    names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
-    if len(names) != 196:
-        raise ValueError(f"{path} should list 196 class names, one per line; found {len(names)}.")
-    return names
-
-
 def suffix_label(name: str) -> str:
     """The last word before the year: 'Acura TL Type-S 2008' -> 'Type-S'."""
     words = name.split()
@@ -118,15 +110,6 @@ def make_label(name: str) -> str:
         if name.startswith(make + " "):
             return make
     return name.split()[0]
-
-
-def read_cub_names(path: str | Path = CUB_NAMES_FILE) -> list[str]:
-    """The 200 CUB species in official order, readable: '001.Black_footed_Albatross' ->
-    'Black footed Albatross'."""
-    lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
-    if len(lines) != 200:
-        raise ValueError(f"{path} should list 200 species, one per line; found {len(lines)}.")
-    return [re.sub(r"^\d+\.", "", line).replace("_", " ") for line in lines]
 
 
 def cub_label(name: str) -> tuple[str, str]:
@@ -210,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare with the committed CSVs")
     args = parser.parse_args(argv)
-    tables = {**build_tables(read_class_names()), **build_cub_tables(read_cub_names())}
+    tables = {**build_tables(stanford_class_names()), **build_cub_tables(cub200_class_names())}
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     stale = []
     for name, table in tables.items():

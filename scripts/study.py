@@ -70,10 +70,8 @@ def _cell(values: np.ndarray) -> str:
 
 
 def _interval(c: stats.PairedComparison) -> str:
-    if c.n == 0:
-        return "—"
-    ci = f" [{c.low:+.2f}, {c.high:+.2f}]" if np.isfinite(c.low) else ""
-    return f"{c.mean:+.2f}{ci}{' *' if c.excludes_zero else ''}"
+    ci = f" [{table._number(c.low)}, {table._number(c.high)}]" if np.isfinite(c.low) else ""
+    return f"{table._number(c.mean, signed=True)}{ci}{' *' if c.excludes_zero else ''}"
 
 
 def report(

@@ -243,6 +243,12 @@ def test_recall_bad_input(embeddings, labels, kwargs, message):
         recall_at_k(embeddings, labels, **kwargs)
 
 
+def test_recall_checks_ks_before_the_distance_pass(monkeypatch):
+    monkeypatch.setattr("qlib.metrics._first_positive_rank", lambda *args: pytest.fail("ranked"))
+    with pytest.raises(ValueError, match="ks is empty"):
+        recall_at_k(torch.randn(5, 2), torch.tensor([0, 0, 1, 1, 2]), ks=())
+
+
 def test_nmi_bad_input():
     x = torch.randn(6, 2)
     with pytest.raises(ValueError, match="single class"):

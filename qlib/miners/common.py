@@ -36,7 +36,10 @@ def check_method(method: str) -> str:
 
 def check_generator(generator) -> torch.Generator | None:
     """None (torch's global CPU stream) or a CPU torch.Generator: draws happen on the CPU."""
-    generator = checks.generator(generator)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(
+            f"generator is a {type(generator).__name__}; expected a torch.Generator or None."
+        )
     if generator is not None and generator.device.type != "cpu":
         raise ValueError(
             f"generator is on {generator.device}; expected a CPU torch.Generator (draws happen "

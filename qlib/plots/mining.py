@@ -102,14 +102,11 @@ def plot_mining_panels(
 def plot_mining_statistics(stats) -> plt.Figure:
     """From qlib.toy.mining_statistics: how often each method falls back for P+ and P- (left),
     and the distributions of D(R,P+), D(R,P-), D(R,N) of its picks (right)."""
-    needed = {"method", *DISTANCES, "fallback_pos", "fallback_neg"}
-    if not needed <= set(stats.columns):
-        raise ValueError(
-            f"stats must have the columns {sorted(needed)}, got {list(stats.columns)}."
-        )
+    from ..toy import mining_summary  # checks the columns
+
+    rates = mining_summary(stats)[["fallback P+ (%)", "fallback P- (%)"]]
+    rates = rates.rename(columns={"fallback P+ (%)": "P+", "fallback P- (%)": "P-"}).reset_index()
     fig, (ax_fb, ax_d) = plt.subplots(1, 2, figsize=(12, 4.2), width_ratios=(1, 2))
-    rates = stats.groupby("method", sort=False)[["fallback_pos", "fallback_neg"]].mean() * 100
-    rates = rates.rename(columns={"fallback_pos": "P+", "fallback_neg": "P-"}).reset_index()
     colours, y = DISTANCE_COLOURS, "fallback rate (%)"
     rates = rates.melt(id_vars="method", var_name="member", value_name=y)
     sns.barplot(rates, x="method", y=y, hue="member", ax=ax_fb, palette=colours[:2])

@@ -36,9 +36,7 @@ class TrainConfig:
     # Data. A manifest CSV (written by notebook 01) is read instead of dataset/root when given.
     dataset: str = "stanford_cars"  # one of DATASETS
     root: str | None = None  # the dataset's folder (stanford_cars, sop, cub200, folder)
-    coarse: str = (
-        ""  # coarse vocabulary; "": the dataset's (Stanford Cars suffix22, CUB lastword58)
-    )
+    coarse: str = ""  # coarse vocabulary; "": the dataset's default (Cars suffix22, CUB lastword58)
     synthetic_size: str = "demo"  # synthetic set: smoke | demo | cars196
     data_seed: int = 0  # seed of the synthetic generator
     manifest_path: str | None = None  # a manifest CSV (notebook 01's, or your own)
