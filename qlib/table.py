@@ -365,6 +365,12 @@ def _number(value: float, signed: bool = False) -> str:
     return (f"{value:+.2f}" if signed else f"{value:.2f}").replace("-", "−")
 
 
+def interval_cell(mean: float, low: float, high: float) -> str:
+    """A paired difference as `mean [low, high]` (no interval when `low` is not finite)."""
+    cell = _number(mean, signed=True)
+    return f"{cell} [{_number(low)}, {_number(high)}]" if np.isfinite(low) else cell
+
+
 def _measured(table_row: pd.Series, metric: str) -> str:
     mean, std = table_row[metric], table_row[f"{metric}_std"]
     if not np.isfinite(mean):
@@ -417,10 +423,7 @@ def comparisons_markdown(comparisons: pd.DataFrame) -> str:
         cells = [" − ".join(names), str(int(group["n"].max()))]
         for metric in metrics:
             row = by_metric.loc[metric]
-            mean = _number(row["mean"], signed=True)
-            if np.isfinite(row["low"]):
-                mean += f" [{_number(row['low'])}, {_number(row['high'])}]"
-            cells.append(mean)
+            cells.append(interval_cell(row["mean"], row["low"], row["high"]))
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",

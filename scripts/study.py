@@ -70,8 +70,7 @@ def _cell(values: np.ndarray) -> str:
 
 
 def _interval(c: stats.PairedComparison) -> str:
-    ci = f" [{table._number(c.low)}, {table._number(c.high)}]" if np.isfinite(c.low) else ""
-    return f"{table._number(c.mean, signed=True)}{ci}{' *' if c.excludes_zero else ''}"
+    return table.interval_cell(c.mean, c.low, c.high) + (" *" if c.excludes_zero else "")
 
 
 def report(

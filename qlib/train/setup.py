@@ -327,7 +327,10 @@ class Run:
         self.anchor_gen.set_state(checkpoint["generators"]["anchors"])
         self.data_gen.set_state(checkpoint["generators"]["data"])
         self.epoch, self.iteration = int(checkpoint["epoch"]), int(checkpoint["iteration"])
-        kept = [m for m in runs.read_metrics(self.run_dir) if m["iteration"] <= self.iteration]
+        # No metrics.json yet when no evaluation ran before the checkpoint (eval_at_start off).
+        saved = (self.run_dir / "metrics.json").is_file()
+        evaluations = runs.read_metrics(self.run_dir) if saved else []
+        kept = [m for m in evaluations if m["iteration"] <= self.iteration]
         self.metrics = [{k: v for k, v in m.items() if k != "final"} for m in kept]
         if self.world.is_main:
             truncate_log(self.run_dir / "log.csv", self.iteration)
