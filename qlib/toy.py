@@ -30,6 +30,7 @@ from .logs import as_frame
 from .losses import LossOutput, QuadrupletLoss, pairwise_distance, triplet_loss
 from .metrics import recall_at_k
 from .miners import METHODS, sample_anchors, select_quadruplets, valid_anchors
+from .miners.common import check_bank
 from .utils import seed_everything, write_json
 
 # The quadruplet methods of qlib.miners plus the triplet baseline (eq. 2, random triplets).
@@ -155,7 +156,10 @@ def pick_fig2_anchor(bank: Tensor, fine: Tensor, coarse: Tensor, seed: int = 0) 
     and some same-coarse points lie inside the circle of radius D(R, N) (so the circle matters).
     Falls back on weaker anchors when no anchor meets every condition.
     """
+    bank, fine, coarse = check_bank(bank, fine, coarse)
     anchors = torch.nonzero(valid_anchors(fine, coarse)).flatten()
+    if len(anchors) == 0:
+        raise ValueError("no valid anchor in the bank: no coarse class has two fine classes.")
     q1, f1 = select_quadruplets(bank, fine, coarse, anchors, "method1", return_fallbacks=True)
     q2, f2 = select_quadruplets(bank, fine, coarse, anchors, "method2", return_fallbacks=True)
     no_fallback = ~(f1.any(1) | f2.any(1))
@@ -186,6 +190,7 @@ def mining_statistics(
     d_rpn, d_rn (Euclidean) and fallback_pos, fallback_neg (no P+ / P- candidate outside the
     circle of radius D(R, N)).
     """
+    bank, fine, coarse = check_bank(bank, fine, coarse)
     n_anchors = checks.integer("n_anchors", n_anchors, 1)
     generator = torch.Generator().manual_seed(seed)
     anchors = sample_anchors(valid_anchors(fine, coarse), n_anchors, generator)

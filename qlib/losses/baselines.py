@@ -115,6 +115,9 @@ def semihard_triplet_loss(embeddings: Tensor, labels: Tensor, margin: float = 0.
     [D²_ap − D²_an + α]₊ -> scalar (), n = `semihard_negatives`, D² between L2-normalised
     embeddings (n, d), α = `margin`; labels (n,). 0 when no pair exists.
     """
+    check_float("embeddings", embeddings, ndim=2)
+    labels = check_labels("labels", labels, embeddings.shape[0])
+    margin = checks.number("margin", margin, 0.0)
     squares = distance_matrix(F.normalize(embeddings, dim=1), squared=True)
     negatives = semihard_negatives(squares.detach(), labels)
     valid = negatives >= 0
@@ -144,6 +147,9 @@ def lifted_structure_loss(embeddings: Tensor, labels: Tensor, margin: float = 1.
     P / N the batch's positive / negative pairs, D Euclidean on the raw embeddings (n, d),
     α = `margin`. pytorch-metric-learning's LiftedStructureLoss computes exactly this.
     """
+    check_float("embeddings", embeddings, ndim=2)
+    labels = check_labels("labels", labels, embeddings.shape[0])
+    margin = checks.number("margin", margin, 0.0)
     return _pml_lifted(margin)(embeddings, labels)
 
 
@@ -170,6 +176,8 @@ def npairs_loss(embeddings: Tensor, labels: Tensor) -> Tensor:
     class c's term is log(1 + Σ_{c' ≠ c} exp(f_{c,u}·f_{c',v} − f_{c,u}·f_{c,v})); the mean of
     the K(K−1)P terms. Dot products of the raw embeddings (n, d); add `npairs_l2_penalty`.
     """
+    check_float("embeddings", embeddings, ndim=2)
+    labels = check_labels("labels", labels, embeddings.shape[0])
     grid = embeddings[class_slots(labels)]  # (P, K, d)
     n_classes, per_class = grid.shape[:2]
     logits = torch.einsum("cud,evd->uvce", grid, grid)  # [u, v, c, c'] = f_{c,u}·f_{c',v}
