@@ -236,12 +236,13 @@ def dissect_iteration(
 
     The trainer's own `Run` (its data, initial network, generators) gives the bank and each
     method's plan of iteration 1, so the run's own method picks exactly what it picks.
-    Nothing is written.
+    No run folder is written; init="classifier" may fill the warm-start cache, as training
+    would.
     """
     from . import miners
     from .train import distributed, runs
     from .train.batches import quadruplet_plan
-    from .train.loop import embed_bank
+    from .train.loop import embed_bank, epoch_method
     from .train.setup import Run
     from .utils import resolve_device
 
@@ -249,7 +250,7 @@ def dissect_iteration(
     if unknown or not methods:
         raise ValueError(f"methods must be some of {miners.METHODS}, got {list(methods)}.")
     device = resolve_device(config.device)
-    run = Run(config, device, runs.run_dir_of(config), distributed.SINGLE)  # writes nothing
+    run = Run(config, device, runs.run_dir_of(config), distributed.SINGLE)  # no run folder
     data, bank = run.data, embed_bank(run)
     embeddings = bank.embeddings.float().cpu()
     run_generators = (run.anchor_gen, run.data_gen)
@@ -261,9 +262,8 @@ def dissect_iteration(
         rows.append(_quadruplet_rows(method, quadruplets, plan.fallbacks[0].cpu(), embeddings))
         losses[method] = _step_losses(run, method, plan)
     anchors = quadruplets[:, 0]  # R: the same anchors for every method
-    trainer_method = None  # a baseline run: no quadruplet iteration
-    if config.is_quadruplet:
-        trainer_method = "random" if config.warmup_epochs > 0 else config.method
+    # A baseline run has no quadruplet iteration to compare with.
+    trainer_method = epoch_method(config, 1) if config.is_quadruplet else None
     return IterationDissection(
         bank=embeddings,
         fine=data.train_fine.clone(),

@@ -225,13 +225,18 @@ class EmbeddingNet(nn.Module):
 
     def forward(self, x: Tensor) -> EmbeddingOutput:
         """x (B, 3, H, W) -> EmbeddingOutput(embedding (B, d), coarse (B, k1), fine (B, k2))."""
-        raw = self.embedding(self.backbone(self.prepare_input(x)))
-        embedding = F.normalize(raw, dim=1) if self.normalize else raw
-        return EmbeddingOutput(embedding, self.coarse_head(raw), self.fine_head(raw))
+        raw = self._raw_embedding(x)
+        return EmbeddingOutput(self._finish(raw), self.coarse_head(raw), self.fine_head(raw))
 
     def embed(self, x: Tensor) -> Tensor:
         """x (B, 3, H, W) -> (B, d): the same embedding as forward, without the heads."""
-        raw = self.embedding(self.backbone(self.prepare_input(x)))
+        return self._finish(self._raw_embedding(x))
+
+    def _raw_embedding(self, x: Tensor) -> Tensor:
+        return self.embedding(self.backbone(self.prepare_input(x)))
+
+    def _finish(self, raw: Tensor) -> Tensor:
+        """The embedding the heads do not see: L2-normalised unless `normalize` is off."""
         return F.normalize(raw, dim=1) if self.normalize else raw
 
     def extra_repr(self) -> str:

@@ -562,7 +562,7 @@ def train_many(
     for params in parameters:
         params = {"resume": True, **params, "run_root": portable_path(params["run_root"])}
         config = training_config(params)
-        run_dir = resolve_path(config.run_root) / config.name
+        run_dir = qtrain.run_dir_of(config)
         name = f"train {run_dir.parent.name}/{run_dir.name}"
         trainings.append(Step(None, params, name, run_dir, kind="train"))
     warm_starts, trainings = _with_warm_starts(trainings)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .utils import atomic_write_bytes
+from .utils import atomic_write_bytes, resolve_path
 
 METRICS = ("R@1", "R@2", "R@4", "R@8", "NMI")
 
@@ -140,7 +140,7 @@ def collect_runs(run_root: str | Path) -> pd.DataFrame:
     R@1 … NMI, `final`, `epoch`, `iteration` of the last evaluation, `path`, then the settings
     of config.json when present (`dataset`, `lr`, ...), sorted by method and seed. A malformed
     file raises a ValueError naming it; no run is silently dropped."""
-    root = Path(run_root)
+    root = resolve_path(run_root)
     if not root.is_dir():
         raise FileNotFoundError(f"run_root {root} is not a folder; expected e.g. runs/demo.")
     rows = []

@@ -158,7 +158,13 @@ def _check_fields(values: dict[str, Any]) -> None:
 # Batch size and epochs are not in the paper; docs/spec.md ("Training choices") gives the reasons.
 # The demo's and the smoke test's common ground: a small CNN on the synthetic set at 32 px, one
 # torch thread (the same bits whoever launches the run; the pipeline runs two at once).
-_SMALL = {"dataset": "synthetic", "cache_images": True, "backbone": "smallcnn", "image_size": 32}
+_SMALL = {
+    "dataset": "synthetic",
+    "cache_images": True,
+    "backbone": "smallcnn",
+    "image_size": 32,
+    "threads": 1,
+}
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper (TrainConfig's defaults): ResNet-101 from ImageNet weights at 224 px, SGD lr 3e-4
     # (eq. 6 summed), 32 quadruplets per iteration, 40 epochs of ceil(valid anchors / 32)
@@ -178,7 +184,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 16,
         "epochs": 3,
         "eval_every": 3,
-        "threads": 1,
         "run_root": "runs/demo",
     },
     # Seconds: for tests and the notebooks' smoke switch.
@@ -194,7 +199,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "iterations_per_epoch": 3,
         "eval_every": 1,
         "eval_batch_size": 64,
-        "threads": 1,
         "run_root": "runs/smoke",
     },
 }

@@ -79,7 +79,7 @@ def fit(run: Run) -> None:
     config = run.config
     for epoch in range(run.epoch + 1, config.epochs + 1):
         run.epoch = epoch
-        method = "random" if epoch <= config.warmup_epochs else config.method
+        method = epoch_method(config, epoch)
         for n_iterations in segments(run.iterations_per_epoch, config.bank_refresh_iterations):
             plan = next_plan(run, method, n_iterations)
             images = iter(run.loader_for(plan))
@@ -94,6 +94,11 @@ def fit(run: Run) -> None:
                 run.iteration += 1
                 run.log_step(plan, i, result, finite, tac - tic, tic)
         run.end_epoch()
+
+
+def epoch_method(config: TrainConfig, epoch: int) -> str:
+    """The selection of epoch `epoch` (from 1): Random quadruplets during the warm-up."""
+    return "random" if epoch <= config.warmup_epochs else config.method
 
 
 def segments(iterations_per_epoch: int, refresh_every: int | None) -> list[int]:

@@ -138,7 +138,10 @@ def checkpoint_path(run_dir: Path, checkpoint: str | Path = "last") -> Path:
     return path
 
 
-def _run_file(run_dir: Path, name: str) -> Path:
+def _run_file(run_dir: str | Path, name: str) -> Path:
+    """`run_dir`/`name` (a relative run_dir is relative to the repository root), or one
+    sentence saying what is missing."""
+    run_dir = resolve_path(run_dir)
     path = run_dir / name
     if not path.is_file():
         problem = f"has no {name}" if run_dir.is_dir() else "does not exist"
@@ -151,7 +154,7 @@ def _run_file(run_dir: Path, name: str) -> Path:
 
 def _read_run_json(run_dir: str | Path, name: str) -> Any:
     """The one reader of a run folder's JSON files; a missing or malformed file is named."""
-    path = _run_file(Path(run_dir), name)
+    path = _run_file(run_dir, name)
     try:
         return read_json(path)
     except json.JSONDecodeError as err:
@@ -181,18 +184,20 @@ def load_run(
 
 def read_log(run_dir: str | Path) -> pd.DataFrame:
     """log.csv of a run as a DataFrame (empty cells are NaN)."""
-    return pd.read_csv(_run_file(Path(run_dir), "log.csv"))
+    return pd.read_csv(_run_file(run_dir, "log.csv"))
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """metrics.json of a run: a list of evaluations; the last one is final when "final" is true."""
+def read_metrics(run_dir: str | Path, missing_ok: bool = False) -> list[dict[str, Any]]:
+    """metrics.json of a run: a list of evaluations; the last one is final when "final" is true.
+    `missing_ok`: [] when no evaluation was written yet."""
+    if missing_ok and not (resolve_path(run_dir) / "metrics.json").is_file():
+        return []
     return _read_run_json(run_dir, "metrics.json")
 
 
 def run_is_finished(run_dir: str | Path) -> bool:
     """Whether a run folder holds a final evaluation (the last metrics.json entry is final)."""
-    run_dir = resolve_path(run_dir)
-    entries = read_metrics(run_dir) if (run_dir / "metrics.json").is_file() else []
+    entries = read_metrics(run_dir, missing_ok=True)
     return bool(entries) and bool(entries[-1].get("final"))
 
 

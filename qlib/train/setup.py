@@ -328,8 +328,7 @@ class Run:
         self.data_gen.set_state(checkpoint["generators"]["data"])
         self.epoch, self.iteration = int(checkpoint["epoch"]), int(checkpoint["iteration"])
         # No metrics.json yet when no evaluation ran before the checkpoint (eval_at_start off).
-        saved = (self.run_dir / "metrics.json").is_file()
-        evaluations = runs.read_metrics(self.run_dir) if saved else []
+        evaluations = runs.read_metrics(self.run_dir, missing_ok=True)
         kept = [m for m in evaluations if m["iteration"] <= self.iteration]
         self.metrics = [{k: v for k, v in m.items() if k != "final"} for m in kept]
         if self.world.is_main:
