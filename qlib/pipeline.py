@@ -252,9 +252,10 @@ def plan(
 # ----------------------------------------------------------------------------------------------
 
 
-def run_finished(run_dir: str | Path) -> bool:
-    """Whether a training run holds its final evaluation (what resume skips)."""
-    return qtrain.run_is_finished(run_dir)
+def run_finished(step: Step) -> bool:
+    """Whether a "train" step's run is finished with the step's own settings and the step may
+    resume it (`qlib.train.finished_as_configured`): what the pipeline skips."""
+    return qtrain.finished_as_configured(training_config(step.parameters))
 
 
 def declared_parameters(notebook: str | Path) -> list[str]:
@@ -413,11 +414,12 @@ def default_workers() -> int:
     return 1 if torch.cuda.is_available() else max(1, min(os.cpu_count() or 1, 8))
 
 
-def _resumable(step: Step) -> bool:
-    """A training that may resume (its parameters say so) whose run is finished."""
-    return (
-        step.kind == "train" and bool(step.parameters.get("resume")) and run_finished(step.run_dir)
-    )
+def _resumable(step: Step, steps: Sequence[Step]) -> bool:
+    """A training whose run is finished as configured, or a warm start whose trainings all are."""
+    if step.kind == "warmstart":
+        waiting = [s for s in steps if step.name in s.after]
+        return bool(waiting) and all(_resumable(s, steps) for s in waiting)
+    return step.kind == "train" and run_finished(step)
 
 
 class _InProcess:
@@ -470,7 +472,7 @@ def _run_steps(steps: Sequence[Step], options: dict, workers: int, echo) -> list
         try:
             while pending or running:
                 ready = [s for s in pending if set(s.after) <= done]
-                skipped = next((s for s in ready if _resumable(s)), None)
+                skipped = next((s for s in ready if _resumable(s, steps)), None)
                 if skipped:  # which can make more steps ready
                     pending.remove(skipped)
                     finish(skipped, 0.0, "skipped")

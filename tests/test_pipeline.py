@@ -155,7 +155,7 @@ def test_steps_wait_for_their_dependencies_and_resume_skips_finished_runs(tmp_pa
     steps = pipeline.plan("reproduce", tmp_path, root="x", methods=["random", "method2"])
     trained = [s for s in steps if s.kind == "train"]
     finished = {trained[0].run_dir, trained[3].run_dir}
-    monkeypatch.setattr(pipeline, "run_finished", lambda run_dir: run_dir in finished)
+    monkeypatch.setattr(pipeline, "run_finished", lambda step: step.run_dir in finished)
     ran = []
 
     def fake_run(step, options):
@@ -171,6 +171,19 @@ def test_steps_wait_for_their_dependencies_and_resume_skips_finished_runs(tmp_pa
     assert len(records) == len(steps)
     timings = (tmp_path / "pipeline_timings.json").read_text()
     assert "load_average_start" in timings and "torch_threads_per_training" in timings
+
+
+def test_a_warm_start_is_skipped_only_when_all_its_trainings_are(tmp_path, monkeypatch):
+    steps = pipeline.plan("smoke", tmp_path, methods=["random", "method2"])
+    warm_starts = [s for s in steps if s.kind == "warmstart"]
+    assert warm_starts
+    for finished in ({"random_seed0", "method2_seed0"}, {"random_seed0"}):
+        is_finished = lambda step, done=finished: step.run_dir.name in done  # noqa: E731
+        monkeypatch.setattr(pipeline, "run_finished", is_finished)
+        skipped = {s.name for s in steps if pipeline._resumable(s, steps)}
+        trainings = {s.name for s in steps if s.kind == "train" and s.run_dir.name in finished}
+        all_finished = len(finished) == 2
+        assert skipped == trainings | ({w.name for w in warm_starts} if all_finished else set())
 
 
 @pytest.mark.notebook

@@ -4,6 +4,7 @@ the run folder's contents, and notebook 03 at smoke size."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import re
@@ -235,6 +236,18 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, metho
     expected = [0, 1, 2] if evaluations["eval_at_start"] else [2]
     assert [m["epoch"] for m in qtrain.read_metrics(resumed)] == expected
     assert without_times(read_rows(straight)) == without_times(read_rows(resumed))
+
+
+def test_finished_as_configured_only_with_the_same_settings(tmp_path):
+    config = tiny_config(tmp_path, "random")
+    qtrain.train(config)
+    assert not qtrain.finished_as_configured(config)  # resume off: train() retrains
+    again = dataclasses.replace(config, resume=True)
+    assert qtrain.finished_as_configured(again)
+    assert qtrain.finished_as_configured(dataclasses.replace(again, progress=True))
+    assert not qtrain.finished_as_configured(dataclasses.replace(again, lr=0.5))
+    assert not qtrain.finished_as_configured(dataclasses.replace(again, epochs=2))
+    assert not qtrain.finished_as_configured(dataclasses.replace(again, run_name="other"))
 
 
 def test_cpu_runs_repeat_exactly_with_two_threads(tmp_path):

@@ -16,6 +16,7 @@ from .hardware import CudaOutOfMemoryError
 from .loop import train, train_step
 from .runs import (
     UnsafeCheckpointError,
+    finished_as_configured,
     load_run,
     read_log,
     read_metrics,
@@ -38,6 +39,7 @@ __all__ = [
     "class_balanced_batch",
     "config_from_preset",
     "experiment_manifest",
+    "finished_as_configured",
     "initial_model",
     "load_run",
     "read_log",

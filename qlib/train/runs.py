@@ -201,6 +201,20 @@ def run_is_finished(run_dir: str | Path) -> bool:
     return bool(entries) and bool(entries[-1].get("final"))
 
 
+def finished_as_configured(config: TrainConfig) -> bool:
+    """Whether `train(config)` has nothing left to do: `resume` is on and its run folder holds a
+    final evaluation after at least `config.epochs` epochs, trained with the same settings
+    (RESUME_FREE_FIELDS aside). A run with other settings is not: training it says why."""
+    run_dir = run_dir_of(config)
+    if not (config.resume and run_is_finished(run_dir)):
+        return False
+    try:
+        check_resumable(read_config(run_dir)["config"], config)
+    except ValueError:
+        return False
+    return read_metrics(run_dir)[-1].get("epoch", -1) >= config.epochs
+
+
 def time_shares(log: pd.DataFrame) -> dict[str, float]:
     """Share of the logged wall time (sum of time_iteration) per part of an iteration."""
     total = float(log["time_iteration"].sum())
