@@ -18,9 +18,10 @@ A mode's plan (`plan(...)`, a pure function) is a list of steps:
 
 `run_pipeline(steps, ...)` runs them on `workers` processes side by side, each step as soon as
 the steps it needs are done (notebooks one at a time, beside trainings), and stops at the
-first failure with a `PipelineError` naming the step (and for a notebook the cell). Every
-training uses one torch thread (recorded in its config.json), so a run's numbers do not depend
-on how many runs share the machine.
+first failure with a `PipelineError` naming the step (and for a notebook the cell). A CPU
+training sets its own torch threads (TrainConfig.threads, 1 in the demo and smoke presets,
+recorded in config.json), so a run's numbers do not depend on how many runs share the machine;
+a GPU run of the paper preset keeps torch's count for its CPU-side metrics.
 """
 
 from __future__ import annotations
@@ -364,27 +365,20 @@ def _execute(step: Step, output: Path, options: dict) -> None:
 
 def _warm_start(parameters: dict) -> None:
     """Train (or find cached) the classifier warm start exactly as `train` would."""
-    from .train.setup import repeatable_cpu
     from .train.warmstart import classifier_state
     from .utils import resolve_device
 
     config = training_config(parameters)
-    device = resolve_device(config.device)
-    with repeatable_cpu(device, config.threads):
-        classifier_state(config, qtrain.build_datasets(config), device)
+    classifier_state(config, qtrain.build_datasets(config), resolve_device(config.device))
 
 
 def _run_step(step: Step, options: dict) -> float:
-    """Execute one step (in this process); returns its wall time in seconds. A training runs on
-    one torch thread, whatever the launcher's: another count may split float sums otherwise."""
+    """Execute one step (in this process); returns its wall time in seconds. A training sets its
+    own torch threads (TrainConfig.threads: 1 in the demo and smoke presets)."""
     tic = time.perf_counter()
     if step.kind == "notebook":
         _execute(step, Path(options["executed_dir"]) / step.name, options)
     elif step.kind in ("train", "warmstart"):
-        import torch
-
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
         try:
             if step.kind == "train":
                 qtrain.train(training_config(step.parameters))
@@ -394,8 +388,6 @@ def _run_step(step: Step, options: dict) -> float:
             raise PipelineError(
                 f"Step {step.name!r} failed: {type(err).__name__}: {str(err).rstrip('.')}."
             ) from err
-        finally:
-            torch.set_num_threads(previous)
     else:
         raise PipelineError(f"Step {step.name!r} has an unknown kind {step.kind!r}.")
     return time.perf_counter() - tic
@@ -500,13 +492,18 @@ def _report(records: list, steps, seconds: float, load_start, workers: int, echo
     for record in records:
         echo(f"  {record['name'].removesuffix('.ipynb'):<40} {record['seconds']:8.1f} s  "
              f"{record['status']}")  # fmt: skip
+    threads = sorted(
+        {training_config(s.parameters).threads for s in steps if s.kind == "train"},
+        key=str,
+    )  # None: torch's own count
+    threads = threads[0] if len(threads) == 1 else threads
     echo(f"Total: {seconds:.1f} s ({seconds / 60:.1f} min) for {len(steps)} steps on {workers} "
-         f"worker(s), 1 torch thread(s) per training")  # fmt: skip
+         f"worker(s), torch threads per training: {threads}")  # fmt: skip
     summary = {
         "steps": records,
         "total_seconds": seconds,
         "workers": workers,
-        "torch_threads_per_training": 1,
+        "torch_threads_per_training": threads,
         "cpu_count": os.cpu_count(),
         "load_average_start": load_start,
         "load_average_end": load_average(),

@@ -20,7 +20,7 @@ from . import hardware, runs
 from .batches import augmentation_keys
 from .config import TrainConfig
 from .data import RunData, make_loader
-from .setup import model_kwargs
+from .setup import model_kwargs, repeatable_cpu
 
 CLASSIFIER_SEED = 0  # one classifier per experiment, whatever the run's seed
 CLASSIFIER_LR = 1e-3
@@ -64,7 +64,11 @@ def classifier_state(config: TrainConfig, data: RunData, device: torch.device) -
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not path.is_file():
-            runs.save_checkpoint(path, {"model": train_classifier(config, data, device)})
+            # The run's CPU settings (threads, deterministic kernels), whoever asks: the key
+            # records `threads`, so a classifier trained on the launcher's count would lie.
+            with repeatable_cpu(device, config.threads):
+                state = train_classifier(config, data, device)
+            runs.save_checkpoint(path, {"model": state})
     return runs.load_checkpoint(path)["model"]
 
 
