@@ -73,15 +73,16 @@ def _interval(c: stats.PairedComparison) -> str:
     return table.interval_cell(c.mean, c.low, c.high) + (" *" if c.excludes_zero else "")
 
 
-def report(
-    root: Path, conditions: list[str], seconds: float, loads: tuple, command: str, args
-) -> str:
+def report(root: Path, conditions: list[str], timing: dict, args) -> str:
+    """study.md from the run folders; `timing`: timing.json (command, seconds, load, workers,
+    cpus of the run that trained)."""
+    seconds, loads = timing["seconds"], timing["load"]
     runs = {c: table.collect_runs(root / c) for c in conditions if (root / c).is_dir()}
     lines = [
         "# Study: Random vs Method 1 vs Method 2, warm start vs scratch, warm-up",
         "",
-        f"`{command}`: {seconds / 60:.1f} min on "
-        f"{args.workers} worker(s) of 1 torch thread on {os.cpu_count()} CPUs; load average "
+        f"`{timing['command']}`: {seconds / 60:.1f} min on "
+        f"{timing['workers']} worker(s) of 1 torch thread on {timing['cpus']} CPUs; load average "
         f"{loads[0]:.1f} at the start and {loads[1]:.1f} at the end (a load above the CPU "
         "count means other jobs shared the machine).",
         "",
@@ -145,14 +146,21 @@ def main() -> int:
     timing = root / "timing.json"
     if not args.report_only:
         load_start, tic = os.getloadavg()[0], time.perf_counter()
-        pipeline.train_many(runs, workers=args.workers)
+        records = pipeline.train_many(runs, workers=args.workers)
         seconds = time.perf_counter() - tic
-        command = " ".join(["python scripts/study.py", *sys.argv[1:]])
-        loads = [load_start, os.getloadavg()[0]]
-        write_json(timing, {"seconds": seconds, "load": loads, "command": command})
+        # A rerun that only skipped finished runs keeps the time of the run that trained them.
+        if any(r["status"] == "ran" for r in records) or not timing.is_file():
+            command = " ".join(["python scripts/study.py", *sys.argv[1:]])
+            loads = [load_start, os.getloadavg()[0]]
+            saved = {"seconds": seconds, "load": loads, "command": command}
+            write_json(timing, saved | {"workers": args.workers, "cpus": os.cpu_count()})
+    if not timing.is_file():
+        sys.exit(f"{timing} does not exist: run `python scripts/study.py` without --report-only.")
     saved = json.loads(timing.read_text())
-    command = saved.get("command", "python scripts/study.py")
-    text = report(root, args.conditions, saved["seconds"], tuple(saved["load"]), command, args)
+    # timing.json from before it recorded workers and CPUs: this command's
+    defaults = {"command": "python scripts/study.py", "workers": args.workers}
+    saved = defaults | {"cpus": os.cpu_count()} | saved
+    text = report(root, args.conditions, saved, args)
     (root / "study.md").write_text(text)
     print(text)
     return 0
