@@ -135,17 +135,22 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 def image_table(images: str | Path | Sequence[str | Path] | pd.DataFrame) -> pd.DataFrame:
     """The images to embed -> DataFrame with `path` (absolute) and LABEL_COLUMNS.
 
-    images: a folder (every image file below it, sorted; no labels), a CSV manifest (`path`
-    and, when present, `fine`, `coarse`, names and `split`, as `qlib.data.load_manifest`
-    reads them; relative paths start at the CSV's folder), a single image file, a list of
-    image paths, or a DataFrame with a `path` column (and labels, e.g. a run's manifest).
-    Missing files are reported all at once.
+    images: a folder (every image file below it, sorted, hidden folders left out; no labels),
+    a CSV (`path` and, when present, `fine`, `coarse` as integer ids or names, `fine_name`,
+    `coarse_name`, `split`; relative paths start at the CSV's folder; no split is invented and
+    any set of classes is accepted: a gallery need not be a training manifest), a single
+    image file, a list of image paths, or a DataFrame with a `path` column (and labels, e.g.
+    a run's manifest). Missing files are reported all at once.
     """
     frame = images
     if isinstance(images, (str, os.PathLike)):
         source = Path(images).expanduser()
         if source.is_dir():
-            frame = [str(p) for p in sorted(source.rglob("*")) if is_image_file(p)]
+            frame = [
+                str(p)
+                for p in sorted(source.rglob("*"))
+                if is_image_file(p) and not _hidden(p.relative_to(source))
+            ]
             if not frame:
                 raise FileNotFoundError(
                     f"folder {str(source)!r} holds no image file ({', '.join(IMAGE_EXTENSIONS)}); "
@@ -190,9 +195,18 @@ def _read_image_csv(path: Path) -> pd.DataFrame:
             f"{str(path)!r} has no 'path' column; expected a CSV with one image path per row "
             "(and optionally fine, coarse, fine_name, coarse_name, split)."
         )
-    if {"fine", "coarse"} <= set(raw.columns):
-        return qdata.load_manifest(path)  # class names -> the manifest's ids
-    return raw.assign(path=[p if os.path.isabs(p) else str(path.parent / p) for p in raw["path"]])
+    raw["path"] = [p if os.path.isabs(p) else str(path.parent / p) for p in raw["path"]]
+    for level in ("fine", "coarse"):
+        labels = raw.get(level)
+        if labels is not None and not labels.str.fullmatch(r"\d+").all():  # names -> ids
+            raw[f"{level}_name"] = labels
+            raw[level] = labels.map({name: i for i, name in enumerate(sorted(set(labels)))})
+    return raw
+
+
+def _hidden(relative: Path) -> bool:
+    """A path under a hidden folder or file (.ipynb_checkpoints, a render's staging folder)."""
+    return any(part.startswith(".") for part in relative.parts)
 
 
 @torch.no_grad()
@@ -206,12 +220,13 @@ def embed(
 ) -> Embeddings:
     """Embed images with a run (a LoadedRun or a run folder) -> Embeddings, in the order of
     `image_table(images)`. batch_size: images per forward pass (default the run's
-    eval_batch_size); progress: a tqdm bar."""
+    eval_batch_size); progress: a tqdm bar. Always float32: on a GPU with `amp` the trainer's
+    own evaluation embedded in bfloat16, so its vectors differ from these at that precision."""
     run = run if isinstance(run, LoadedRun) else load(run)
     table = image_table(images)
     loader = torch.utils.data.DataLoader(
         qdata.HierarchicalImageDataset(table, qdata.make_transforms(run.image_size, train=False)),
-        batch_size=batch_size or run.config.eval_batch_size,
+        batch_size=run.config.eval_batch_size if batch_size is None else batch_size,
         num_workers=num_workers,
         pin_memory=run.device.type == "cuda",
         generator=torch.Generator().manual_seed(0),

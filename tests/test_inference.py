@@ -105,6 +105,18 @@ def test_folder_list_and_csv_inputs(run, gallery, trained, tmp_path):
     manifest_csv = qdata.save_manifest(trained[2].manifest, tmp_path / "manifest.csv")
     table = inference.image_table(manifest_csv)
     assert (table["fine"] >= 0).all() and set(table["split"]) == {"train", "test"}
+    # A gallery CSV with class names, one class, no split: embedded as given, nothing invented.
+    pd.DataFrame({"path": [f"sub/{i:02d}.png" for i in range(3)], "fine": "tabby"}).assign(
+        coarse=["cat", "cat", "big cat"]
+    ).to_csv(tmp_path / "images" / "gallery.csv", index=False)
+    labelled = inference.image_table(tmp_path / "images" / "gallery.csv")
+    assert labelled["fine_name"].tolist() == ["tabby"] * 3 and (labelled["fine"] == 0).all()
+    assert labelled["coarse"].tolist() == [1, 1, 0] and (labelled["split"] == "").all()
+    # Hidden folders (.ipynb_checkpoints, staging folders) are not part of a folder's images.
+    hidden = tmp_path / "images" / ".ipynb_checkpoints"
+    hidden.mkdir()
+    shutil.copy(paths[0], hidden / "00.png")
+    assert len(inference.image_table(tmp_path / "images")) == 5
 
 
 def brute_force_neighbours(gallery, vector, k, skip):
