@@ -40,6 +40,7 @@ from typing import Any
 
 from . import train as qtrain
 from .train import METHODS  # every row of the paper's Table 1, in its order of training here
+from .train.config import check_methods
 from .utils import experiment_root, load_average, repo_root, resolve_path, write_json
 
 NOTEBOOK_DIR = repo_root() / "notebooks"
@@ -127,10 +128,7 @@ def _settings(mode: str, root: str | None, methods, seeds, dataset: str | None):
         raise ValueError(
             f"reproduce needs the {dataset or 'stanford_cars'} folder: pass --root /path/to/it."
         )
-    methods = tuple(methods) if methods else METHODS
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; expected some of {METHODS}.")
+    methods = check_methods(methods) if methods else METHODS
     settings = _MODE_SETTINGS[mode]
     seeds = tuple(seeds) if seeds else settings["seeds"]
     if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):

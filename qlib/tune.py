@@ -154,15 +154,13 @@ def _markdown(report: dict) -> str:
 def _methods(preset: str, methods: Sequence[str] | None) -> Sequence[str]:
     """The checked methods to tune; by default every method (the paper preset: its baselines)."""
     from .train import METHODS, PRESETS
+    from .train.config import check_methods
 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}.")
     if methods is None:
         methods = [m for m in METHODS if preset != "paper" or m not in PAPER_FIXED]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; expected some of {METHODS}.")
-    return methods
+    return list(check_methods(methods))
 
 
 def tune(

@@ -248,6 +248,14 @@ def test_evaluation_and_table_figures_draw():
         table[f"{metric}_paper"] = [60.0, 70.0]
     bars = plots.plot_table1_bars(table, metrics=("R@1", "NMI"))
     assert len(bars.axes) == 2 and "no run" in [t.get_text() for t in bars.axes[0].texts]
+    comparisons = pd.DataFrame(
+        {"a": "method2", "b": "random", "metric": ["R@1", "NMI"], "n": 3, "mean": [1.0, 2.0],
+         "low": [-1.0, 0.5], "high": [3.0, 3.5], "confidence": 0.95,
+         "differences": [(0.0, 1.0, 2.0), (1.0, 2.0, 3.0)]}
+    )  # fmt: skip
+    assert len(plots.plot_paired_differences(comparisons).axes) == 2
+    with pytest.raises(ValueError, match=r"no comparisons for metrics \['R@16'\]"):
+        plots.plot_paired_differences(comparisons, metrics=("R@1", "R@16"))
 
 
 def test_plots_take_tensors():

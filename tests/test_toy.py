@@ -272,10 +272,7 @@ def test_toy_training_learns(method):
 
 def test_toy_step_is_one_iteration_of_the_loop(gen):
     data = small_toy(dim=6, points_per_class=5)
-    train = data.subset(~data.held_out)
-    fine_ids = torch.unique(train.fine, return_inverse=True)[1]
-    train = toy.ToyData(train.points, fine_ids, train.coarse, train.plane, train.held_out)
-    model = toy.ToyEmbeddingNet(6, 3, int(fine_ids.max()) + 1)
+    train, model = toy._toy_model(data)  # the training classes, as train_toy_embedding has them
     before = [p.detach().clone() for p in model.parameters()]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     anchors = torch.arange(0, len(train), 4)

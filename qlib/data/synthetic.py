@@ -186,13 +186,18 @@ def render_synthetic_image(
     return np.clip(small, 0, 255).astype(np.uint8)
 
 
+def _image_name(fine: int, index: int) -> str:
+    """The file of image `index` of fine class `fine`: the manifest and the renderer agree."""
+    return f"{fine:03d}_{index:03d}.png"
+
+
 def _synthetic_rows(size: str, folder: Path) -> pd.DataFrame:
     """The manifest of the set in `folder`: image i of fine class f is <folder>/fff_iii.png."""
     coarse, split, names = _synthetic_hierarchy(size)
     n = SYNTHETIC_SIZES[size]["images_per_class"]
     fine, index = np.repeat(np.arange(len(coarse)), n), np.tile(np.arange(n), len(coarse))
     rows = {
-        "path": [str(folder / f"{f:03d}_{i:03d}.png") for f, i in zip(fine, index, strict=True)],
+        "path": [str(folder / _image_name(f, i)) for f, i in zip(fine, index, strict=True)],
         "fine": fine,
         "coarse": coarse[fine],
         "fine_name": [f"{names[coarse[f]]}-f{f:03d}" for f in fine],
@@ -219,7 +224,7 @@ def _render_into(folder: Path, size: str, seed: int, stamp: dict) -> None:
         for i in range(spec["images_per_class"]):
             rng = np.random.default_rng([seed, 3, f, i])
             pixels = render_synthetic_image(shapes[coarse[f]], fines[f], rng, spec["image_size"])
-            Image.fromarray(pixels).save(staging / f"{f:03d}_{i:03d}.png", compress_level=1)
+            Image.fromarray(pixels).save(staging / _image_name(f, i), compress_level=1)
     write_json(staging / "complete.json", stamp)
     shutil.rmtree(folder, ignore_errors=True)
     try:

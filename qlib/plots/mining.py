@@ -33,12 +33,18 @@ FIG2_LEGEND = {  # label -> line style
 ROLE_LABEL = {"fontsize": 13, "weight": "bold", "textcoords": "offset points", "xytext": (8, 8)}
 
 
+def _radius(points, quad: list[int], method: str) -> float:
+    """D(R, N), the radius of the method's circle; 0 for Random, which draws N uniformly (no
+    hardest negative, no circle)."""
+    return 0.0 if method == "random" else float(np.linalg.norm(points[quad[3]] - points[quad[0]]))
+
+
 def _view(points, quads: dict) -> tuple[np.ndarray, np.ndarray]:
     """(lower, upper) corners shared by every panel: around the quadruplets and their circles."""
     corners = []
     for method, quad in quads.items():
         members = points[quad]
-        radius = np.linalg.norm(members[3] - members[0]) if method != "random" else 0.0
+        radius = _radius(points, quad, method)
         corners += [members, members[:1] - radius, members[:1] + radius]
     corners = np.concatenate(corners)
     margin = 0.25 * (corners.max(0) - corners.min(0)).max()
@@ -49,8 +55,8 @@ def _draw_quadruplet(ax, points, fine, coarse, quad: list[int], method: str) -> 
     """The circle of radius D(R, N), arrows from X^R to its members (Method 1: also dotted lines
     from X^N to P+ and P-, the distance it minimises), and the members drawn large."""
     ref = points[quad[0]]
-    if method != "random":  # Random draws N uniformly: no hardest negative, no circle
-        radius = float(np.linalg.norm(points[quad[3]] - ref))
+    radius = _radius(points, quad, method)
+    if radius > 0:
         ax.add_patch(
             plt.Circle(ref, radius, fill=False, ls="--", lw=1.2, color="tab:red", alpha=0.8)
         )

@@ -33,7 +33,11 @@ def plot_paired_differences(comparisons, metrics=None) -> plt.Figure:
     """Paired differences a − b with their confidence intervals, one panel per metric, from
     `qlib.stats.paired_table`: a dot per seed, the mean as a tick, the t interval as a line;
     the zero line is "no difference"."""
-    metrics = list(dict.fromkeys(comparisons["metric"])) if metrics is None else list(metrics)
+    available = list(dict.fromkeys(comparisons["metric"]))
+    metrics = available if metrics is None else list(metrics)
+    if not set(metrics) <= set(available):
+        missing = sorted(set(metrics) - set(available))
+        raise ValueError(f"no comparisons for metrics {missing}; the comparisons hold {available}.")
     pairs = list(dict.fromkeys(zip(comparisons["a"], comparisons["b"], strict=True)))
     labels = [f"{method_name(a)} − {method_name(b)}" for a, b in pairs]
     y = np.arange(len(pairs))

@@ -143,6 +143,14 @@ class TrainConfig:
         return cls(**values)
 
 
+def check_methods(methods) -> tuple[str, ...]:
+    """Some of METHODS (a pipeline's or a tuning's), or one sentence naming the unknown ones."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; expected some of {METHODS}.")
+    return tuple(methods)
+
+
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"unknown {name} {value!r}; expected one of {allowed}.")
