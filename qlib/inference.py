@@ -146,16 +146,7 @@ def image_table(images: str | Path | Sequence[str | Path] | pd.DataFrame) -> pd.
     if isinstance(images, (str, os.PathLike)):
         source = Path(images).expanduser()
         if source.is_dir():
-            frame = [
-                str(p)
-                for p in sorted(source.rglob("*"))
-                if is_image_file(p) and not _hidden(p.relative_to(source))
-            ]
-            if not frame:
-                raise FileNotFoundError(
-                    f"folder {str(source)!r} holds no image file ({', '.join(IMAGE_EXTENSIONS)}); "
-                    "pass a folder of images, a manifest CSV or image paths."
-                )
+            frame = _folder_images(source)
         elif source.suffix.lower() == ".csv" and source.is_file():
             frame = _read_image_csv(source)
         elif source.suffix.lower() in IMAGE_EXTENSIONS or source.is_file():
@@ -204,9 +195,21 @@ def _read_image_csv(path: Path) -> pd.DataFrame:
     return raw
 
 
-def _hidden(relative: Path) -> bool:
-    """A path under a hidden folder or file (.ipynb_checkpoints, a render's staging folder)."""
-    return any(part.startswith(".") for part in relative.parts)
+def _folder_images(folder: Path) -> list[str]:
+    """Every image file below `folder`, sorted, outside hidden folders (.ipynb_checkpoints, a
+    render's staging folder)."""
+    images = [
+        str(p)
+        for p in sorted(folder.rglob("*"))
+        if is_image_file(p)
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
+    if not images:
+        raise FileNotFoundError(
+            f"folder {str(folder)!r} holds no image file ({', '.join(IMAGE_EXTENSIONS)}); "
+            "pass a folder of images, a manifest CSV or image paths."
+        )
+    return images
 
 
 @torch.no_grad()
